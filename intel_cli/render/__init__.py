@@ -1,0 +1,37 @@
+"""All terminal output that uses Rich lives in this package (STYLE 10): nothing else imports rich.
+
+Two consoles: `stdout` for results (tables, JSON), `stderr` for progress,
+warnings and errors, so `--json` on stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+_stdout: Console | None = None
+_stderr: Console | None = None
+
+
+def stdout() -> Console:
+    global _stdout
+    if _stdout is None:
+        _stdout = Console(highlight=False, soft_wrap=False)
+    return _stdout
+
+
+def stderr() -> Console:
+    global _stderr
+    if _stderr is None:
+        _stderr = Console(stderr=True, highlight=False)
+    return _stderr
+
+
+def use_consoles(out: Console | None, err: Console | None) -> None:
+    """Swap the consoles (tests render into a fixed-width StringIO console)."""
+    global _stdout, _stderr
+    _stdout, _stderr = out, err
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    stderr().print(f"Warning: {message}", markup=False, highlight=False)

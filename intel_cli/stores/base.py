@@ -1,0 +1,178 @@
+"""The store interface: one small API that every backend (SQLite, PostgreSQL, Supabase) serves.
+
+The pipeline and the commands talk only to `Store`. Backends differ in how
+they talk to their database, never in what a figure means: the metrics
+definitions of SPEC 2.3 are computed by the database on every backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from intel_cli.usage import Usage
+
+LIMITER_NAME = "anthropic"
+
+BATCH_STATUSES = ("running", "completed", "interrupted", "rate_limited", "over_budget", "failed")
+RESULT_STATUSES = (
+    "enriched",
+    "cached",
+    "failed",
+    "timed_out",
+    "skipped",
+    "rate_limited",
+    "over_budget",
+)
+
+
+@dataclass
+class ContactResult:
+    """One row of `intel_results`: the outcome for one contact (one input row) in one batch."""
+
+    batch_id: str
+    row_index: int
+    contact_key: str | None
+    status: str
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    latency_ms: int | None = None
+    attempts: int = 0
+    error: str | None = None
+    intel: dict[str, Any] | None = None
+    # the raw usage JSON of every billed attempt, so cost can be recomputed
+    raw_usage: list[dict[str, Any]] | None = None
+    prompt_version: str | None = None
+    created_at: datetime | None = None  # set by the store when None
+
+
+@dataclass
+class BatchTotals:
+    """What `finalise_batch` writes to the batch's `intel_logs` row (SPEC 3.1 counting rules)."""
+
+    status: str
+    total: int = 0
+    enriched: int = 0
+    failed: int = 0
+    retried: int = 0
+    timed_out: int = 0
+    cached: int = 0
+    skipped: int = 0
+    cost: Decimal = Decimal(0)
+    avg_time_ms: int | None = None
+    usage: Usage = field(default_factory=Usage)
+    metadata: dict[str, Any] | None = None  # merged into the stored metadata when given
+
+
+@dataclass
+class LimiterState:
+    name: str
+    blocked_until: datetime | None  # aware UTC
+    reason: str | None
+    set_by: str | None
+    updated_at: datetime | None
+
+    def active(self, now: datetime) -> bool:
+        return self.blocked_until is not None and self.blocked_until > now
+
+
+@dataclass
+class Migration:
+    name: str  # file name without .sql, e.g. "0001_initial"
+    sql: str
+
+
+class Store(ABC):
+    """A batch log, per-contact results, the global limiter and the schema migrations."""
+
+    #: the URL shown to users, passwords redacted
+    display_name: str = ""
+
+    # --- batches -----------------------------------------------------------------
+    @abstractmethod
+    def create_batch(
+        self,
+        batch_id: str,
+        *,
+        model_used: str,
+        mode: str,
+        metadata: dict[str, Any],
+        total: int = 0,
+        skipped: int = 0,
+        now: datetime,
+    ) -> None:
+        """Insert the batch's `intel_logs` row with status `running`. Raises BatchExists."""
+
+    @abstractmethod
+    def record_result(self, result: ContactResult) -> None:
+        """Upsert one `intel_results` row on (batch_id, row_index), committed at once."""
+
+    @abstractmethod
+    def finalise_batch(self, batch_id: str, totals: BatchTotals, *, now: datetime) -> None:
+        """Write the final counters, cost, tokens, status and `finished_at`."""
+
+    @abstractmethod
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's `intel_logs` row as a dict (timestamps as aware datetimes), or None."""
+
+    @abstractmethod
+    def batch_results(self, batch_id: str) -> list[dict[str, Any]]:
+        """The batch's `intel_results` rows, ordered by row_index."""
+
+    # --- metrics (SPEC 2.3), aggregated by the database ----------------------------
+    @abstractmethod
+    def metrics(self, since: datetime, until: datetime, recent: int = 10) -> dict[str, Any]:
+        """`summary`, `tokens`, `modelBreakdown`, `recentBatches` of SPEC 2.3 for the window."""
+
+    @abstractmethod
+    def metrics_by_day(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Per UTC day: day (YYYY-MM-DD), batches, contacts, enriched, failed, cost, success_rate."""
+
+    @abstractmethod
+    def metrics_by_model(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Per model of intel_results rows: model, contacts, enriched, input/output tokens, cost."""
+
+    # --- the global limiter (SPEC 2.4) ---------------------------------------------
+    @abstractmethod
+    def get_limiter(self, name: str = LIMITER_NAME) -> LimiterState | None: ...
+
+    @abstractmethod
+    def block_limiter(
+        self, until: datetime, *, reason: str, set_by: str | None, now: datetime,
+        name: str = LIMITER_NAME,
+    ) -> LimiterState:
+        """Atomically keep the later of the stored and the new `blocked_until`; return the row."""
+
+    @abstractmethod
+    def reset_limiter(self, name: str = LIMITER_NAME) -> LimiterState | None:
+        """Clear the limiter; return what was cleared (None when nothing was set)."""
+
+    # --- reuse of earlier results (SPEC 3.3) ----------------------------------------
+    @abstractmethod
+    def find_cached(
+        self, contact_key: str, *, prompt_version: str, model: str, since: datetime
+    ) -> dict[str, Any] | None:
+        """The newest enriched result for this key, prompt version and model since `since`."""
+
+    # --- migrations (SPEC 2.5) ------------------------------------------------------
+    @abstractmethod
+    def migrations(self) -> tuple[list[str], list[Migration]]:
+        """(applied names, pending migrations) in order."""
+
+    @abstractmethod
+    def migrate(self) -> list[str]:
+        """Apply the pending migrations, each in a transaction; return the names applied."""
+
+    # --- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - backends without resources need not override
+        """Release connections."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
