@@ -34,3 +34,48 @@ def intel_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("INTEL_HOME", str(home))
     return home
+
+
+# --- one store suite for every backend (STYLE 6) -------------------------------------------
+# `store` is parametrised over the backends. PostgreSQL runs when INTEL_TEST_POSTGRES_URL is
+# set (.ci/run sets it); without it the postgres cases skip, except under CI where that is a
+# failure.
+
+import os  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+from intel_cli.stores.base import Store  # noqa: E402
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get("INTEL_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: set INTEL_TEST_POSTGRES_URL")
+        pytest.skip("no PostgreSQL: set INTEL_TEST_POSTGRES_URL to run these")
+    return url
+
+
+def make_store(backend: str, tmp_path: Path) -> Store:
+    if backend == "sqlite":
+        from intel_cli.stores.sqlite import SQLiteStore
+
+        sqlite_store = SQLiteStore(tmp_path / "store.db")
+        sqlite_store.migrate()
+        return sqlite_store
+    if backend == "postgres":
+        from tests.pg import fresh_postgres_store
+
+        url = postgres_url()
+        assert url is not None
+        return fresh_postgres_store(url)
+    raise ValueError(backend)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s = make_store(request.param, tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
