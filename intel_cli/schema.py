@@ -23,7 +23,9 @@ class Intelligence(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    platform: str = Field(description="Station, publication, playlist or outlet the contact works for")
+    platform: str = Field(
+        description="Station, publication, playlist or outlet the contact works for"
+    )
     role: str = Field(description="What the contact does there")
     format: str = Field(description="Format of the station/publication/playlist")
     coverage: str = Field(description="Reach and geography: national, regional, local, online")

@@ -25,7 +25,10 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/
 # key=value pairs in libpq connection strings
 _KV_PASSWORD = re.compile(r"(?P<k>\bpassword\s*=\s*)(?P<v>'[^']*'|\S+)", re.IGNORECASE)
 # things shaped like Anthropic keys or JWTs, even when we were never told about them
-_KEY_SHAPES = re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]+")
+_KEY_SHAPES = re.compile(
+    r"sk-ant-[A-Za-z0-9_\-]{6,}"
+    r"|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]+"
+)
 
 _extra: set[str] = set()
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer import _click as click
 from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 from intel_cli import __version__
 from intel_cli.cli import batches, enrich, limiter, metrics, migrate, simulate
@@ -98,15 +99,17 @@ class IntelGroup(TyperGroup):
             _error_line(exc.message)
             code = exc.exit_code
         except click.exceptions.UsageError as exc:
-            hint = ""
+            message = exc.format_message().rstrip()
+            if not message.endswith((".", "?", "!")):
+                message += "."
             if exc.ctx is not None:
-                hint = f" Try '{exc.ctx.command_path} --help'."
-            _error_line(f"{exc.format_message()}{hint}")
+                message += f" Try '{exc.ctx.command_path} --help'."
+            _error_line(message)
             code = ExitCode.USAGE
         except click.exceptions.ClickException as exc:
             _error_line(exc.format_message())
             code = exc.exit_code
-        except click.exceptions.Abort:
+        except Abort:
             _error_line("aborted.")
             code = ExitCode.INTERRUPTED
         except KeyboardInterrupt:

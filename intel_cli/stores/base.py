@@ -130,7 +130,8 @@ class Store(ABC):
 
     @abstractmethod
     def metrics_by_day(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
-        """Per UTC day: day (YYYY-MM-DD), batches, contacts, enriched, failed, cost, success_rate."""
+        """Per UTC day: day (YYYY-MM-DD), batches, contacts, enriched, failed, cost,
+        success_rate."""
 
     @abstractmethod
     def metrics_by_model(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
