@@ -1,0 +1,921 @@
+"""The enrichment run (SPEC 2.2, 3.1, 4.1): scheduling, retries, the global limiter, adaptive
+retry and the accounting of every token and cent. No printing: progress goes to a callback,
+the result is a `RunSummary` that the CLI renders.
+
+A run reads the contacts twice. The first pass keeps only the unique enrichable contacts
+(without their raw rows); skipped rows and duplicates are reconstructed from the second pass,
+which streams the input again into the output file. In between, an asyncio loop sends the
+contacts with at most `concurrency` requests in flight (`intel_cli.pacing.Pacer`). Every store
+call goes through one dedicated thread, so the event loop never blocks on the database, and
+each contact's result is committed as soon as it is final.
+
+Where a run ends early (a 429 outlasting --max-wait, an API key the API rejects, Ctrl-C) the
+batch is still finalised and the output still written, every unfinished contact carrying its
+status; `RunSummary.error` then holds the domain error the caller raises after rendering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import random
+import re
+import secrets
+import string
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, TextIO, TypeVar
+
+from intel_cli.anthropic_client import Attempt, Outcome
+from intel_cli.config import DEFAULT_MODEL
+from intel_cli.contacts import Contact, ContactSource, default_output_path, read_contacts
+from intel_cli.errors import ConfigError, IntelError, Interrupted, RateLimitedError, UsageError
+from intel_cli.pacing import Pacer
+from intel_cli.prompt import CAMPAIGNS, RunContext
+from intel_cli.schema import PROMPT_VERSION
+from intel_cli.secrets import redact
+from intel_cli.stores.base import BatchTotals, ContactResult, LimiterState, Store
+from intel_cli.timeparse import format_utc
+from intel_cli.usage import Usage
+
+T = TypeVar("T")
+
+NO_KEY_MESSAGE = "No API key: set ANTHROPIC_API_KEY, or try --simulate"
+# a 429 without retry-after blocks for this long (SPEC 4.1)
+DEFAULT_RETRY_AFTER_S = 60.0
+# a retry-after of 0 would let every worker hammer the API at once
+MIN_RETRY_AFTER_S = 0.1
+# how stale a worker's view of the global limiter may be: another process's 429 is seen
+# within this, at one small read per interval per run
+LIMITER_CACHE_S = 0.5
+# Ctrl-C lets in-flight requests finish for this long, then cancels them (SPEC 4.3)
+INTERRUPT_GRACE_S = 2.0
+_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_batch_id(now: datetime) -> str:
+    """`b_YYYYMMDDTHHMMSS_xxxxxx`: UTC start time plus 6 random lowercase letters/digits."""
+    suffix = "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+    return f"b_{now.astimezone(UTC):%Y%m%dT%H%M%S}_{suffix}"
+
+
+@dataclass
+class RunOptions:
+    """Everything that shapes a run (secrets never go here: this is stored as metadata)."""
+
+    inputs: list[str]
+    output: str | None = None  # None: `<stem>.enriched.csv` next to the first input
+    model: str = DEFAULT_MODEL
+    concurrency: int = 5
+    timeout: float = 10.0  # seconds per attempt
+    retries: int = 1  # retries of a 5xx/529/connection error (never of a timeout)
+    adaptive_threshold: float = 0.8
+    adaptive_retry: bool = True
+    batch_id: str | None = None  # None: generated
+    wait: bool = False  # wait for an active limiter at start instead of exiting 3
+    max_wait: float = 300.0  # seconds of waiting on the limiter per run
+    genre: str | None = None
+    region: str | None = None
+    campaign: str = "all"
+    simulate: bool = False
+    max_tokens: int = 1024
+    # first retry delay; doubled per retry and after a rate limit. Tests make it small.
+    backoff_base: float = 1.0
+
+    def validate(self) -> None:
+        if self.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if not self.timeout > 0:
+            raise UsageError("--timeout must be more than 0 seconds")
+        if self.retries < 0:
+            raise UsageError("--retries must be 0 or more")
+        if not 0 <= self.adaptive_threshold <= 1:
+            raise UsageError("--adaptive-threshold must be between 0 and 1 (e.g. 0.8)")
+        if self.max_wait < 0:
+            raise UsageError("--max-wait must be 0 or more seconds")
+        if self.campaign not in CAMPAIGNS:
+            raise UsageError(f"--campaign must be one of {', '.join(CAMPAIGNS)}")
+        if self.batch_id is not None and not _BATCH_ID.match(self.batch_id):
+            raise UsageError(
+                f"bad --batch-id {self.batch_id!r}: use letters, digits, _ . : - "
+                "(up to 128 characters)"
+            )
+        if not self.model.strip():
+            raise UsageError("--model must not be empty")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot for the progress display, sent each time a contact finishes."""
+
+    done: int
+    total: int
+    enriched: int
+    failed: int
+    cost: Decimal
+    elapsed_s: float
+    phase: str = "enrich"  # "enrich" | "adaptive retry"
+
+
+@dataclass
+class ModelRow:
+    model: str
+    contacts: int = 0
+    enriched: int = 0
+    cost: Decimal = Decimal(0)
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class RunSummary:
+    """What a run did; `error` is set when it ended early (the caller raises it)."""
+
+    batch_id: str
+    status: str  # completed | failed | rate_limited | interrupted
+    mode: str
+    model: str
+    output: str
+    total: int = 0
+    enriched: int = 0
+    cached: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    retried: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    adaptive_retried: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    avg_time_ms: int | None = None
+    wall_time_ms: int = 0
+    models: list[ModelRow] = field(default_factory=list)
+    unpriced: bool = False
+    error: IntelError | None = None
+
+    @property
+    def success_rate(self) -> float:
+        """Percent enriched of total, 2 places (0 when there were no contacts)."""
+        if not self.total:
+            return 0.0
+        rate = Decimal(100 * self.enriched) / Decimal(self.total)
+        return float(rate.quantize(Decimal("0.01"), ROUND_HALF_UP))
+
+    @property
+    def contacts_per_s(self) -> float:
+        return self.total / (self.wall_time_ms / 1000) if self.wall_time_ms else 0.0
+
+    @property
+    def cost_per_enriched(self) -> Decimal | None:
+        return self.cost / self.enriched if self.enriched else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--json` body of SPEC 2.2."""
+        body: dict[str, Any] = {
+            "success": self.error is None,
+            "batchId": self.batch_id,
+            "status": self.status,
+            "total": self.total,
+            "enriched": self.enriched,
+            "cached": self.cached,
+            "failed": self.failed,
+            "timedOut": self.timed_out,
+            "retried": self.retried,
+            "skipped": self.skipped,
+            "successRate": self.success_rate,
+            "tokens": {
+                "input": self.usage.input,
+                "output": self.usage.output,
+                "cacheRead": self.usage.cache_read,
+                "cacheWrite": self.usage.cache_write,
+            },
+            "costUsd": float(self.cost),
+            "wallTimeMs": self.wall_time_ms,
+            "output": self.output,
+        }
+        if self.error is not None:
+            body["error"] = redact(str(self.error))
+        return body
+
+
+class AttemptClient(Protocol):
+    """What the pipeline needs from `intel_cli.anthropic_client.AnthropicClient`."""
+
+    async def attempt(
+        self, contact: Contact, *, model: str, context: RunContext, reask: bool = False
+    ) -> Attempt: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class _Item:
+    """One unique enrichable contact and everything its attempts cost so far."""
+
+    contact: Contact
+    status: str | None = None  # None while unfinished
+    error: str | None = None
+    intel: dict[str, Any] | None = None
+    attempts: int = 0
+    latency_ms: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    raw_usage: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, attempt: Attempt) -> None:
+        self.latency_ms += attempt.latency_ms
+        if attempt.billed:
+            self.usage += attempt.usage
+            self.cost += attempt.cost
+            if attempt.raw_usage is not None:
+                self.raw_usage.append(attempt.raw_usage)
+
+
+@dataclass
+class _Plan:
+    """The first pass over the input: what to send, what to skip."""
+
+    items: list[_Item]
+    skipped: list[tuple[int, str]]  # (row_index, reason): small enough for big files
+    duplicates: int
+    rows: int
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+def plan_contacts(source: ContactSource) -> _Plan:
+    """Collect the unique enrichable contacts, without their raw rows (the output pass
+    re-reads those), and the skipped rows' reasons."""
+    items: list[_Item] = []
+    skipped: list[tuple[int, str]] = []
+    duplicates = rows = 0
+    for contact in source:
+        rows += 1
+        if contact.skip_reason:
+            skipped.append((contact.row_index, contact.skip_reason))
+        elif contact.duplicate_of is not None:
+            duplicates += 1
+        elif contact.key is None:
+            skipped.append((contact.row_index, "missing email"))
+        else:
+            items.append(_Item(replace(contact, values={})))
+    return _Plan(items, skipped, duplicates, rows)
+
+
+def _no_rows_message(inputs: Sequence[str], plan: _Plan) -> str:
+    names = ", ".join(Path(name).name if name != "-" else "stdin" for name in inputs)
+    if not plan.rows:
+        return f"no enrichable rows in {names}: it has no contact rows"
+    reasons: dict[str, int] = {}
+    for _, reason in plan.skipped:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items()))
+    return (
+        f"no enrichable rows in {names}: {plan.rows} rows, all skipped ({detail}); "
+        "each row needs an e-mail address, or a name and a company"
+    )
+
+
+def _sha256(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(functools.partial(handle.read, 1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _metadata(options: RunOptions) -> dict[str, Any]:
+    inputs = [
+        {"name": name, "sha256": None if name == "-" else _sha256(name)}
+        for name in options.inputs
+    ]
+    meta = {
+        "options": asdict(options),
+        "inputs": inputs,
+        "promptVersion": PROMPT_VERSION,
+    }
+    # options hold no secrets by design; this is the belt to those braces
+    redacted: dict[str, Any] = json.loads(redact(json.dumps(meta, default=str)))
+    return redacted
+
+
+def _round_ms(values: list[int]) -> int | None:
+    if not values:
+        return None
+    mean = Decimal(sum(values)) / Decimal(len(values))
+    return int(mean.quantize(Decimal(1), ROUND_HALF_UP))
+
+
+class _Run:
+    """One run's asyncio part: the batch row, the workers, adaptive retry, finalising."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        store: Store,
+        plan: _Plan,
+        *,
+        batch_id: str,
+        client_factory: Callable[[], AttemptClient],
+        progress: Callable[[Progress], None] | None,
+        warn: Callable[[str], None],
+        now: Callable[[], datetime],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.options = options
+        self.store = store
+        self.plan = plan
+        self.items = plan.items
+        self.batch_id = batch_id
+        self.client_factory = client_factory
+        self.on_progress = progress
+        self.warn = warn
+        self.now = now
+        self.monotonic = monotonic
+        self.context = RunContext(
+            genre=options.genre, region=options.region, campaign=options.campaign
+        )
+        self.mode = "simulated" if options.simulate else "realtime"
+        self.started = monotonic()
+        self.pacer = Pacer(options.concurrency)
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intel-store")
+        self.client: AttemptClient | None = None
+        self.phase = "enrich"
+        # why the run stops sending: None, "rate_limited", "aborted", "interrupted"
+        self.stop_reason: str | None = None
+        self.abort_cause: str | None = None
+        self.limiter_seen: LimiterState | None = None  # the block that stopped the run
+        self.rate_limit_hit = False
+        self.unpriced = False
+        self.adaptive_retried = 0
+        self.status = "running"
+        # running counts for the progress display (recounting per contact would be O(n^2))
+        self.done = 0
+        self.n_enriched = 0
+        self.spent = Decimal(0)
+        # the global limiter as last read, and when (monotonic)
+        self._limiter: LimiterState | None = None
+        self._limiter_read_at: float | None = None
+        self._limiter_lock = asyncio.Lock()
+        # wall-clock time during which at least one worker waited on the limiter
+        self._waiters = 0
+        self._wait_started = 0.0
+        self._waited = 0.0
+
+    # -- the store, on its own thread ------------------------------------------------------
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_thread, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._db_thread.shutdown(wait=True)
+
+    # -- the global limiter ----------------------------------------------------------------
+
+    async def limiter(self) -> LimiterState | None:
+        async with self._limiter_lock:
+            read_at = self._limiter_read_at
+            if read_at is None or self.monotonic() - read_at > LIMITER_CACHE_S:
+                self._limiter = await self.db(self.store.get_limiter)
+                self._limiter_read_at = self.monotonic()
+            return self._limiter
+
+    def waited(self) -> float:
+        current = self.monotonic() - self._wait_started if self._waiters else 0.0
+        return self._waited + current
+
+    def _begin_wait(self) -> None:
+        if self._waiters == 0:
+            self._wait_started = self.monotonic()
+        self._waiters += 1
+
+    def _end_wait(self) -> None:
+        self._waiters -= 1
+        if self._waiters == 0:
+            self._waited += self.monotonic() - self._wait_started
+
+    async def clear_to_send(self) -> bool:
+        """Wait while the global limiter is active. False when the run must stop instead:
+        it is stopping already, or the block outlasts what is left of --max-wait."""
+        while True:
+            if self.stop_reason is not None:
+                return False
+            state = await self.limiter()
+            now = self.now()
+            if state is None or not state.active(now) or state.blocked_until is None:
+                return True
+            remaining = (state.blocked_until - now).total_seconds()
+            if self.waited() + remaining > self.options.max_wait:
+                self.stop("rate_limited")
+                self.limiter_seen = state
+                return False
+            self._begin_wait()
+            try:
+                # short naps: a `intel limiter reset` elsewhere is noticed within a second
+                await asyncio.sleep(min(remaining, LIMITER_CACHE_S))
+            finally:
+                self._end_wait()
+
+    async def block(self, attempt: Attempt) -> None:
+        """A 429: block every worker of every process until retry-after (SPEC 4.1)."""
+        self.rate_limit_hit = True
+        seconds = attempt.retry_after
+        if seconds is None:
+            seconds = DEFAULT_RETRY_AFTER_S
+        now = self.now()
+        until = now + timedelta(seconds=max(seconds, MIN_RETRY_AFTER_S))
+        state = await self.db(
+            self.store.block_limiter,
+            until,
+            reason=attempt.error or "429 rate limited",
+            set_by=self.batch_id,
+            now=now,
+        )
+        async with self._limiter_lock:
+            self._limiter, self._limiter_read_at = state, self.monotonic()
+
+    async def check_limiter_at_start(self) -> None:
+        """A run never starts sending into an active limiter: exit 3, or wait with --wait."""
+        while True:
+            state = await self.limiter()
+            now = self.now()
+            if state is None or not state.active(now) or state.blocked_until is None:
+                return
+            until = format_utc(state.blocked_until)
+            set_by = state.set_by or "another run"
+            if not self.options.wait:
+                raise RateLimitedError(
+                    f"rate limited until {until} (set by {set_by}): rerun later, "
+                    "use --wait, or `intel limiter reset`"
+                )
+            remaining = (state.blocked_until - now).total_seconds()
+            if self.waited() + remaining > self.options.max_wait:
+                raise RateLimitedError(
+                    f"rate limited until {until} (set by {set_by}), beyond --max-wait "
+                    f"{self.options.max_wait:g} s: rerun later, raise --max-wait, "
+                    "or `intel limiter reset`"
+                )
+            self._begin_wait()
+            try:
+                await asyncio.sleep(min(remaining, LIMITER_CACHE_S))
+            finally:
+                self._end_wait()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def stop(self, reason: str, cause: str | None = None) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.abort_cause = cause
+
+    def backoff(self, retry: int) -> float:
+        """Exponential: base, 2*base, 4*base...; doubled after a rate limit; with jitter."""
+        delay = self.options.backoff_base * 2 ** (retry - 1)
+        if self.rate_limit_hit:
+            delay *= 2
+        return delay * random.uniform(0.75, 1.25)
+
+    async def send(self, item: _Item, *, reask: bool) -> Attempt:
+        assert self.client is not None
+        await self.pacer.acquire()
+        try:
+            # counted before the request goes: one cancelled by Ctrl-C was still sent
+            item.attempts += 1
+            attempt = await self.client.attempt(
+                item.contact, model=self.options.model, context=self.context, reask=reask
+            )
+        finally:
+            self.pacer.release()
+        self.pacer.observe(attempt.limits, attempt.outcome)
+        item.add(attempt)
+        if attempt.billed:
+            self.spent += attempt.cost
+        if attempt.billed and not attempt.priced and not self.unpriced:
+            self.unpriced = True
+            self.warn(
+                f"no price is known for model {self.options.model}: its cost is counted as 0 "
+                "(marked unpriced in the batch)"
+            )
+        return attempt
+
+    async def process(self, item: _Item) -> None:
+        """Take one contact to a final status, or leave it unfinished when the run stops."""
+        reask = False
+        retries = 0
+        while True:
+            if not await self.clear_to_send():
+                return
+            attempt = await self.send(item, reask=reask)
+            outcome = attempt.outcome
+            if outcome is Outcome.OK:
+                await self.finish(item, "enriched", intel=attempt.intel)
+                return
+            if outcome is Outcome.INVALID_OUTPUT and not reask:
+                reask = True  # one re-ask, telling the model its answer was not valid
+                continue
+            if outcome is Outcome.INVALID_OUTPUT:
+                await self.finish(item, "failed", error="invalid output")
+                return
+            if outcome is Outcome.MAX_TOKENS:
+                await self.finish(item, "failed", error="max_tokens")
+                return
+            if outcome is Outcome.TIMEOUT:
+                await self.finish(item, "timed_out", error=attempt.error or "timeout")
+                return
+            if outcome is Outcome.RATE_LIMITED:
+                await self.block(attempt)
+                continue  # the contact goes again once the limiter clears
+            if outcome is Outcome.RETRYABLE and retries < self.options.retries:
+                retries += 1
+                await asyncio.sleep(self.backoff(retries))
+                continue
+            if outcome is Outcome.FATAL:
+                cause = attempt.error or "the API refused the request"
+                self.stop("aborted", cause)
+                await self.finish(item, "failed", error=cause)
+                return
+            # RETRYABLE out of retries, BAD_REQUEST
+            await self.finish(item, "failed", error=attempt.error or str(outcome))
+            return
+
+    async def finish(
+        self,
+        item: _Item,
+        status: str,
+        *,
+        error: str | None = None,
+        intel: dict[str, Any] | None = None,
+    ) -> None:
+        item.status, item.error, item.intel = status, error, intel
+        self.done += 1
+        self.n_enriched += status == "enriched"
+        await self.db(self.store.record_result, self.result(item))
+        self.report()
+
+    def result(self, item: _Item) -> ContactResult:
+        sent = item.attempts > 0
+        return ContactResult(
+            batch_id=self.batch_id,
+            row_index=item.contact.row_index,
+            contact_key=item.contact.key,
+            status=item.status or "failed",
+            model=self.options.model if sent else None,
+            usage=item.usage,
+            cost=item.cost,
+            latency_ms=item.latency_ms if sent else None,
+            attempts=item.attempts,
+            error=item.error,
+            intel=item.intel if item.status == "enriched" else None,
+            raw_usage=list(item.raw_usage),
+            prompt_version=PROMPT_VERSION,
+        )
+
+    def report(self) -> None:
+        if self.on_progress is None:
+            return
+        self.on_progress(
+            Progress(
+                done=self.done,
+                total=len(self.items),
+                enriched=self.n_enriched,
+                failed=self.done - self.n_enriched,
+                cost=self.spent,
+                elapsed_s=self.monotonic() - self.started,
+                phase=self.phase,
+            )
+        )
+
+    async def worker(self, queue: deque[_Item]) -> None:
+        while queue and self.stop_reason is None:
+            await self.process(queue.popleft())
+
+    async def send_all(self, items: list[_Item]) -> None:
+        """Run `items` through `concurrency` workers. On Ctrl-C: stop sending, give in-flight
+        requests INTERRUPT_GRACE_S to finish, cancel the rest, then re-raise."""
+        queue = deque(items)
+        workers = [
+            asyncio.create_task(self.worker(queue))
+            for _ in range(min(self.pacer.cap, len(items)))
+        ]
+        try:
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            self.stop("interrupted")
+            if workers:
+                _, pending = await asyncio.wait(workers, timeout=INTERRUPT_GRACE_S)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            raise
+        failed = [task for task in done if task.exception() is not None]
+        if failed:
+            # a store failure or a bug: stop the others, then surface it
+            self.stop("aborted", "internal error")
+            await asyncio.gather(*workers, return_exceptions=True)
+            failed[0].result()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def main(self) -> None:
+        await self.check_limiter_at_start()
+        await self.db(
+            self.store.create_batch,
+            self.batch_id,
+            model_used=self.options.model,
+            mode=self.mode,
+            metadata=_metadata(self.options),
+            total=len(self.items),
+            skipped=len(self.plan.skipped),
+            now=self.now(),
+        )
+        try:
+            for row_index, reason in self.plan.skipped:
+                await self.db(
+                    self.store.record_result,
+                    ContactResult(self.batch_id, row_index, None, "skipped", error=reason),
+                )
+            self.client = self.client_factory()
+            try:
+                self.report()
+                await self.send_all(self.items)
+                await self.adaptive_retry()
+            finally:
+                await self.client.aclose()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # Ctrl-C is handled here: the cleanup below must run
+            self.stop("interrupted")
+        except BaseException:
+            # a bug or a broken store: leave no batch `running` if the store still answers
+            self.stop("aborted", "internal error")
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                await self.db(self.finalise)
+            raise
+        await self.db(self.finalise)
+
+    async def adaptive_retry(self) -> None:
+        """SPEC 4.1: under the threshold, give each timed-out contact one more go."""
+        if self.stop_reason is not None or not self.options.adaptive_retry or not self.items:
+            return
+        timed_out = [item for item in self.items if item.status == "timed_out"]
+        enriched = sum(item.status == "enriched" for item in self.items)
+        if not timed_out or enriched / len(self.items) >= self.options.adaptive_threshold:
+            return
+        self.phase = "adaptive retry"
+        self.adaptive_retried = len(timed_out)
+        for item in timed_out:
+            # keep what was spent; the new outcome replaces the status (the store upserts)
+            item.status = item.error = None
+        self.done -= len(timed_out)
+        await self.send_all(timed_out)
+
+    def unfinished_status(self, item: _Item) -> tuple[str, str]:
+        prefix = "not sent" if item.attempts == 0 else "unfinished"
+        if self.stop_reason == "rate_limited":
+            state = self.limiter_seen
+            until = (
+                f" until {format_utc(state.blocked_until)}"
+                if state and state.blocked_until else ""
+            )
+            return "rate_limited", f"{prefix}: rate limited{until}"
+        if self.stop_reason == "aborted":
+            return "failed", f"{prefix}: run aborted ({self.abort_cause})"
+        return "failed", f"{prefix}: run interrupted"
+
+    def finalise(self) -> None:
+        """Record unfinished contacts and write the batch totals (on the store thread)."""
+        for item in self.items:
+            if item.status is None:
+                item.status, item.error = self.unfinished_status(item)
+                item.intel = None
+                self.store.record_result(self.result(item))
+        self.status = {
+            None: "completed",
+            "rate_limited": "rate_limited",
+            "aborted": "failed",
+            "interrupted": "interrupted",
+        }[self.stop_reason]
+        totals = self.totals()
+        self.store.finalise_batch(self.batch_id, totals, now=self.now())
+
+    def model_rows(self) -> dict[str, ModelRow]:
+        """Per model, the contacts that were sent to it (one model per run for now; the
+        routing of a later issue sends some roles to a cheaper one)."""
+        rows: dict[str, ModelRow] = {}
+        for item in self.items:
+            if item.attempts == 0:
+                continue
+            row = rows.setdefault(self.options.model, ModelRow(self.options.model))
+            row.contacts += 1
+            row.enriched += item.status == "enriched"
+            row.cost += item.cost
+            row.usage += item.usage
+        return rows
+
+    def totals(self) -> BatchTotals:
+        models = self.model_rows()
+        usage = sum((item.usage for item in self.items), Usage())
+        cost = sum((item.cost for item in self.items), Decimal(0))
+        enriched = sum(item.status == "enriched" for item in self.items)
+        metadata: dict[str, Any] = {
+            "models": {
+                name: {
+                    "contacts": row.contacts,
+                    "enriched": row.enriched,
+                    "cost": float(row.cost),
+                    "input_tokens": row.usage.input,
+                    "output_tokens": row.usage.output,
+                }
+                for name, row in models.items()
+            },
+            "unpriced": self.unpriced,
+            "adaptiveRetried": self.adaptive_retried,
+            "duplicates": self.plan.duplicates,
+            "limiterWaitS": round(self.waited(), 3),
+        }
+        if self.abort_cause:
+            metadata["stopCause"] = redact(self.abort_cause)
+        return BatchTotals(
+            status=self.status,
+            total=len(self.items),
+            enriched=enriched,
+            failed=len(self.items) - enriched,
+            retried=sum(item.attempts > 1 for item in self.items),
+            timed_out=sum(item.status == "timed_out" for item in self.items),
+            cached=0,
+            skipped=len(self.plan.skipped),
+            cost=cost,
+            avg_time_ms=_round_ms([i.latency_ms for i in self.items if i.attempts > 0]),
+            usage=usage,
+            metadata=metadata,
+        )
+
+    def error(self) -> IntelError | None:
+        if self.stop_reason == "rate_limited":
+            state = self.limiter_seen
+            until = format_utc(state.blocked_until) if state and state.blocked_until else "?"
+            set_by = (state.set_by if state else None) or "another run"
+            return RateLimitedError(
+                f"rate limited until {until} (set by {set_by}), beyond --max-wait "
+                f"{self.options.max_wait:g} s: progress saved in batch {self.batch_id}; "
+                "rerun later"
+            )
+        if self.stop_reason == "aborted":
+            return ConfigError(self.abort_cause or "the run was aborted")
+        if self.stop_reason == "interrupted":
+            return Interrupted(
+                f"interrupted: progress saved in batch {self.batch_id}; "
+                "rerun to enrich the rest"
+            )
+        return None
+
+    def summary(self, output: str) -> RunSummary:
+        totals = self.totals()
+        return RunSummary(
+            batch_id=self.batch_id,
+            status=self.status,
+            mode=self.mode,
+            model=self.options.model,
+            output=output,
+            total=totals.total,
+            enriched=totals.enriched,
+            cached=totals.cached,
+            failed=totals.failed,
+            timed_out=totals.timed_out,
+            retried=totals.retried,
+            skipped=totals.skipped,
+            duplicates=self.plan.duplicates,
+            adaptive_retried=self.adaptive_retried,
+            usage=totals.usage,
+            cost=totals.cost,
+            avg_time_ms=totals.avg_time_ms,
+            wall_time_ms=round((self.monotonic() - self.started) * 1000),
+            models=list(self.model_rows().values()),
+            unpriced=self.unpriced,
+            error=self.error(),
+        )
+
+
+def run(
+    options: RunOptions,
+    store: Store,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    client_factory: Callable[[], AttemptClient] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    warn: Callable[[str], None] = _ignore,
+    stdin: BinaryIO | None = None,
+    stdout: TextIO | None = None,
+    now: Callable[[], datetime] = utcnow,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> RunSummary:
+    """Enrich `options.inputs` into `options.output`, recording everything in `store`.
+
+    Raises before creating a batch: UsageError (bad options, no enrichable rows),
+    RateLimitedError (the global limiter is active), ConfigError (no API key). Once the
+    batch exists, the run always finalises it and writes the output; when it ended early
+    the returned summary's `error` is the domain error to raise after rendering.
+    The client comes from `client_factory` (tests), else an AnthropicClient with
+    `api_key` and `base_url` (None: the SDK reads ANTHROPIC_BASE_URL).
+    """
+    from intel_cli.contacts import write_output
+
+    options.validate()
+    if client_factory is None:
+        if not api_key:
+            raise ConfigError(NO_KEY_MESSAGE)
+        client_factory = _anthropic_factory(options, api_key, base_url)
+    output = options.output or default_output_path(options.inputs)
+    with read_contacts(options.inputs, stdin=stdin, warn=warn) as source:
+        plan = plan_contacts(source)
+        if not plan.items:
+            raise UsageError(_no_rows_message(options.inputs, plan))
+        batch_id = options.batch_id or new_batch_id(now())
+        state = _Run(
+            options,
+            store,
+            plan,
+            batch_id=batch_id,
+            client_factory=client_factory,
+            progress=progress,
+            warn=warn,
+            now=now,
+            monotonic=monotonic,
+        )
+        try:
+            asyncio.run(state.main())
+        finally:
+            state.close()
+        results = {item.contact.row_index: state.result(item) for item in plan.items}
+        summary = state.summary(output)
+        write_output(output, source, _result_for(batch_id, results), stdout=stdout)
+    return summary
+
+
+def _anthropic_factory(
+    options: RunOptions, api_key: str, base_url: str | None
+) -> Callable[[], AttemptClient]:
+    def make() -> AttemptClient:
+        from intel_cli.anthropic_client import AnthropicClient
+
+        return AnthropicClient(
+            api_key=api_key, base_url=base_url, timeout=options.timeout,
+            max_tokens=options.max_tokens,
+        )
+
+    return make
+
+
+def _result_for(
+    batch_id: str, results: dict[int, ContactResult]
+) -> Callable[[Contact], ContactResult]:
+    """The output row's result: its own, a duplicate's copy of the first occurrence's
+    (status and intelligence, zero tokens and cost), or skipped."""
+
+    def result_for(contact: Contact) -> ContactResult:
+        if contact.skip_reason:
+            return ContactResult(
+                batch_id, contact.row_index, None, "skipped", error=contact.skip_reason
+            )
+        first = results.get(
+            contact.duplicate_of if contact.duplicate_of is not None else contact.row_index
+        )
+        if first is None:  # the file changed between the two passes
+            return ContactResult(
+                batch_id, contact.row_index, contact.key, "failed",
+                error="not sent: the input changed during the run",
+            )
+        if contact.duplicate_of is None:
+            return first
+        return replace(
+            first,
+            row_index=contact.row_index,
+            usage=Usage(),
+            cost=Decimal(0),
+            latency_ms=None,
+            attempts=0,
+            raw_usage=None,
+        )
+
+    return result_for
