@@ -24,6 +24,14 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def ceil_second(value: datetime) -> datetime:
+    """Round up to a whole second: a window ending there still holds everything up to
+    `value`, and prints without fractional digits."""
+    if value.microsecond:
+        return value.replace(microsecond=0) + timedelta(seconds=1)
+    return value
+
+
 def to_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
     if value.tzinfo is None:

@@ -246,7 +246,7 @@ def test_batch_show(out: io.StringIO) -> None:
                      "1,200", "/data/intel.db", "contacts.csv", "2026-12-04.1"):
         assert expected in text, expected
     assert '{"claude-sonnet-4-5": 3}' in text
-    contacts = text[text.index("Tokens in/out") :]
+    contacts = text[text.index("Latency") :]
     for expected in ("dj@bbc.co.uk", "600/450", "$0.0062", "790 ms", "timed_out",
                      "timed out", "missing email", "10.0 s"):
         assert expected in contacts, expected
@@ -333,7 +333,7 @@ def test_migrate_renderings(out: io.StringIO) -> None:
     text = out.getvalue()
     assert "Applied 0001_initial\nApplied 0002_more\n" in text
     assert "Nothing to migrate: 2 migrations already applied (s)." in text
-    status = text[text.index("Migrations of s") :]
+    status = text[text.index("Migrations of s\n") :]
     assert "0001_initial" in status and "applied" in status and "0002_more" in status
     assert "1 pending: run `intel migrate` to apply them." in text
     assert "-- 0002_more\nALTER TABLE t ADD c int;\n" in text

@@ -9,7 +9,7 @@ from freezegun import freeze_time
 
 from intel_cli import timeparse
 from intel_cli.errors import ExitCode, UsageError
-from intel_cli.timeparse import format_utc, parse_duration, parse_when
+from intel_cli.timeparse import ceil_second, format_utc, parse_duration, parse_when
 
 NOW = datetime(2025, 11, 12, 15, 45, 30, tzinfo=UTC)
 
@@ -88,3 +88,8 @@ def test_format_utc() -> None:
     plus2 = timezone(timedelta(hours=2))
     assert format_utc(datetime(2025, 11, 11, 2, 0, tzinfo=plus2)) == "2025-11-11T00:00:00Z"
     assert format_utc(datetime(2025, 11, 11, 2, 0)) == "2025-11-11T02:00:00Z"
+
+
+def test_ceil_second() -> None:
+    assert ceil_second(NOW) == NOW
+    assert ceil_second(NOW.replace(microsecond=1)) == NOW + timedelta(seconds=1)

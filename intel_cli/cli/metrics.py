@@ -53,7 +53,9 @@ def threshold_failures(
     reasons = []
     rate = Decimal(str(summary.get("avgSuccessRate") or 0))
     cost = Decimal(str(summary.get("totalCost") or 0))
-    if fail_under is not None and rate < Decimal(str(fail_under)):
+    # an empty window has no success rate to fall short: it is not an alert (nor an error)
+    has_contacts = bool(summary.get("totalContacts"))
+    if fail_under is not None and has_contacts and rate < Decimal(str(fail_under)):
         reasons.append(f"success rate {rate:.2f}% is under --fail-under {fail_under:g}%")
     if budget is not None and cost > budget:
         reasons.append(f"cost ${cost:.4f} is over --budget ${budget}")
@@ -105,7 +107,8 @@ def metrics_command(
     """Cost, tokens and success rate of the batches in a time window."""
     from intel_cli.render import reports
 
-    now = timeparse.now()
+    # whole seconds: the timeframe then prints as 2025-11-12T10:30:00Z, like SPEC 2.3's example
+    now = timeparse.ceil_second(timeparse.now())
     start, end = window(since, until, now=now)
     budget_usd = parse_usd(budget, "--budget") if budget is not None else None
     with open_store(ctx) as store:
@@ -118,18 +121,12 @@ def metrics_command(
         report.get("summary", {}), fail_under=fail_under, budget=budget_usd
     )
     if as_json:
-        data: dict[str, Any] = {
-            "success": not reasons,
-            "timeframe": {"since": timeparse.format_utc(start), "until": timeparse.format_utc(end)},
-            **report,
-        }
-        if by_day is not None:
-            data["byDay"] = by_day
-        if by_model is not None:
-            data["byModel"] = by_model
-        if reasons:
-            data["error"] = "; ".join(reasons)
-        reports.print_json(data)
+        reports.print_json(
+            reports.metrics_json(
+                report, since=start, until=end, by_day=by_day, by_model=by_model,
+                error="; ".join(reasons) if reasons else None,
+            )
+        )
     else:
         reports.render_metrics(
             report, since=start, until=end, store_name=store_name, by_day=by_day, by_model=by_model

@@ -178,6 +178,36 @@ def _key_values(title: str, rows: Iterable[tuple[str, str | Text]]) -> Table:
 # --- intel metrics --------------------------------------------------------------------------
 
 
+def metrics_json(
+    report: Mapping[str, Any],
+    *,
+    since: datetime,
+    until: datetime,
+    by_day: Sequence[Mapping[str, Any]] | None = None,
+    by_model: Sequence[Mapping[str, Any]] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """SPEC 2.3's document: success, timeframe, then the store's figures (plus byDay /
+    byModel when asked, and `error` when a cron threshold was crossed)."""
+    data: dict[str, Any] = {
+        "success": error is None,
+        "timeframe": {"since": format_utc(since), "until": format_utc(until)},
+        **report,
+    }
+    # stores hand back created_at as datetimes or as their own text; print one format
+    data["recentBatches"] = [
+        {**row, "created_at": when(row.get("created_at"))}
+        for row in report.get("recentBatches") or []
+    ]
+    if by_day is not None:
+        data["byDay"] = list(by_day)
+    if by_model is not None:
+        data["byModel"] = list(by_model)
+    if error is not None:
+        data["error"] = error
+    return data
+
+
 def render_metrics(
     report: Mapping[str, Any],
     *,
@@ -227,7 +257,7 @@ def render_metrics(
         return
 
     breakdown = report.get("modelBreakdown") or {}
-    if breakdown:
+    if breakdown and by_model is None:  # the per-model table repeats these counts
         models = _table("Models")
         models.add_column("Model")
         models.add_column("Results", justify="right")
@@ -386,14 +416,14 @@ def render_batch(
 def _results_table(results: Sequence[Mapping[str, Any]]) -> Table:
     table = _table("Contacts")
     table.add_column("Row", justify="right")
-    table.add_column("Key", overflow="fold", ratio=3)
+    table.add_column("Key", overflow="fold")
     table.add_column("Status", no_wrap=True)
-    table.add_column("Model", overflow="fold", ratio=2)
-    table.add_column("Tokens in/out", justify="right", no_wrap=True)
+    table.add_column("Model", overflow="fold")
+    table.add_column("Tokens", justify="right", no_wrap=True)  # input/output
     table.add_column("Cost", justify="right", no_wrap=True)
     table.add_column("Latency", justify="right", no_wrap=True)
     table.add_column("Tries", justify="right")
-    table.add_column("Error", overflow="fold", ratio=3)
+    table.add_column("Error", overflow="fold")
     for row in results:
         tokens = f"{count(row.get('input_tokens'))}/{count(row.get('output_tokens'))}"
         table.add_row(
@@ -473,7 +503,8 @@ def render_migrate_applied(applied_now: Sequence[str], *, total: int, store_name
 def render_migrate_status(
     applied: Sequence[str], pending: Sequence[Migration], *, store_name: str
 ) -> None:
-    table = _table(f"Migrations of {store_name}")
+    say(f"Migrations of {store_name}")
+    table = _table()
     table.add_column("Migration")
     table.add_column("State")
     for name in applied:

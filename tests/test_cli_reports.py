@@ -1,0 +1,442 @@
+"""`intel metrics`, `intel limiter`, `intel batches show` and `intel migrate` end to end:
+through the root app (exit codes, one-line errors) against a real SQLite store seeded
+through the Store interface."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from intel_cli import render, timeparse
+from intel_cli.cli import app
+from intel_cli.errors import ExitCode
+from intel_cli.stores.base import BatchTotals, ContactResult
+from intel_cli.stores.sqlite import SQLiteStore
+from intel_cli.usage import Usage
+
+NOW = datetime(2025, 11, 12, 12, 0, tzinfo=UTC)
+SONNET, HAIKU = "claude-sonnet-4-5", "claude-haiku-4-5"
+OLD, B1, B2 = "b_20251105T080000_old000", "b_20251111T100000_aaa111", "b_20251112T090000_bbb222"
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock_and_fresh_consoles(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(timeparse, "now", lambda: NOW)
+    # wide enough that batch ids and timestamps never wrap in table assertions
+    monkeypatch.setenv("COLUMNS", "160")
+    render.use_consoles(None, None)  # consoles bind to CliRunner's streams when first used
+    yield
+    render.use_consoles(None, None)
+
+
+def add_batch(
+    store: SQLiteStore,
+    batch_id: str,
+    *,
+    created: datetime,
+    model: str,
+    mode: str,
+    outcomes: list[tuple[str, str | None, Decimal, int]],  # status, model, cost, latency
+    avg_time_ms: int,
+    usage: Usage,
+) -> None:
+    store.create_batch(
+        batch_id, model_used=model, mode=mode, metadata={"input": "contacts.csv"},
+        total=len(outcomes), now=created,
+    )
+    for i, (status, row_model, cost, latency) in enumerate(outcomes):
+        store.record_result(
+            ContactResult(
+                batch_id=batch_id, row_index=i, contact_key=f"c{i}@example.com", status=status,
+                model=row_model, usage=Usage(input=100, output=50) if row_model else Usage(),
+                cost=cost, latency_ms=latency, attempts=1 if row_model else 0,
+                error=None if status == "enriched" else f"{status} here",
+                created_at=created + timedelta(seconds=i),
+            )
+        )
+    total = sum(1 for status, *_ in outcomes if status != "skipped")
+    enriched = sum(1 for status, *_ in outcomes if status == "enriched")
+    store.finalise_batch(
+        batch_id,
+        BatchTotals(
+            status="completed", total=total, enriched=enriched, failed=total - enriched,
+            skipped=len(outcomes) - total, cost=sum((c for *_, c, _ in outcomes), Decimal(0)),
+            avg_time_ms=avg_time_ms, usage=usage,
+        ),
+        now=created + timedelta(minutes=2),
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """B1 (yesterday, sonnet, 9/10), B2 (today, haiku, 2/4 plus one skipped row), and an
+    old batch outside every window the tests use except --since 4w."""
+    path = tmp_path / "seeded.db"
+    store = SQLiteStore(path)
+    store.migrate()
+    add_batch(
+        store, OLD, created=datetime(2025, 11, 5, 8, 0, tzinfo=UTC), model=SONNET, mode="realtime",
+        outcomes=[("enriched", SONNET, Decimal("1"), 500)], avg_time_ms=500,
+        usage=Usage(input=100, output=50),
+    )
+    add_batch(
+        store, B1, created=datetime(2025, 11, 11, 10, 0, tzinfo=UTC), model=SONNET,
+        mode="realtime",
+        outcomes=[("enriched", SONNET, Decimal("0.005"), 600)] * 9
+        + [("failed", SONNET, Decimal("0.005"), 600)],
+        avg_time_ms=600, usage=Usage(input=1000, output=2000),
+    )
+    add_batch(
+        store, B2, created=datetime(2025, 11, 12, 9, 0, tzinfo=UTC), model=HAIKU, mode="batch",
+        outcomes=[
+            ("enriched", HAIKU, Decimal("0.0025"), 400),
+            ("enriched", HAIKU, Decimal("0.0025"), 400),
+            ("failed", HAIKU, Decimal("0.0025"), 400),
+            ("timed_out", HAIKU, Decimal("0.0025"), 400),
+            ("skipped", None, Decimal(0), 0),
+        ],
+        avg_time_ms=400, usage=Usage(input=300, output=200, cache_read=7),
+    )
+    store.close()
+    return path
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return runner.invoke(app, list(args), env=env)
+
+
+def as_json(result: Result) -> Any:
+    assert result.stdout.strip(), result.stderr
+    return json.loads(result.stdout)
+
+
+def one_error_line(result: Result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+# --- intel metrics ---------------------------------------------------------------------------
+
+
+def test_metrics_json_is_exactly_the_spec_shape(db: Path) -> None:
+    result = invoke("metrics", "--store", str(db), "--since", "2025-11-11", "--until", "now",
+                    "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    data = as_json(result)
+    assert list(data)[:6] == [
+        "success", "timeframe", "summary", "tokens", "modelBreakdown", "recentBatches"
+    ]
+    assert data["success"] is True
+    assert data["timeframe"] == {"since": "2025-11-11T00:00:00Z", "until": "2025-11-12T12:00:00Z"}
+    # 14 contacts (the skipped row is not one), 11 enriched: 78.57 %;
+    # time (600*10 + 400*4) / 14 = 542.86 -> 543 ms; cost 0.05 + 0.01
+    assert data["summary"] == {
+        "totalBatches": 2, "totalContacts": 14, "totalEnriched": 11, "totalFailed": 3,
+        "totalCost": 0.06, "avgSuccessRate": 78.57, "avgTimePerContact": 543,
+    }
+    assert data["tokens"]["totalInput"] == 1300
+    assert data["tokens"]["totalOutput"] == 2200
+    assert data["tokens"]["total"] == 3500
+    assert data["modelBreakdown"] == {SONNET: 10, HAIKU: 4}
+    recent = data["recentBatches"]
+    assert [b["batch_id"] for b in recent] == [B2, B1]
+    assert recent[0]["created_at"] == "2025-11-12T09:00:00Z"
+    assert {"batch_id", "created_at", "total", "enriched", "failed", "cost", "success_rate",
+            "retried", "timed_out", "mode", "status"} <= set(recent[0])
+    assert recent[0]["mode"] == "batch" and recent[0]["status"] == "completed"
+    assert recent[0]["cost"] == 0.01 and recent[0]["success_rate"] == 50.0
+    assert "byDay" not in data and "byModel" not in data
+
+
+def test_metrics_defaults_to_the_last_24_hours(db: Path) -> None:
+    data = as_json(invoke("metrics", "--json", "--store", str(db)))
+    assert data["timeframe"] == {"since": "2025-11-11T12:00:00Z", "until": "2025-11-12T12:00:00Z"}
+    assert [b["batch_id"] for b in data["recentBatches"]] == [B2]
+    assert data["summary"]["totalContacts"] == 4
+
+
+def test_metrics_window_ends_on_a_whole_second(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timeparse, "now", lambda: NOW.replace(microsecond=250_000))
+    data = as_json(invoke("metrics", "--json", "--store", str(db)))
+    assert data["timeframe"] == {"since": "2025-11-11T12:00:01Z", "until": "2025-11-12T12:00:01Z"}
+
+
+def test_metrics_relative_since_and_recent(db: Path) -> None:
+    data = as_json(invoke("metrics", "--json", "--since", "4w", "--recent", "2", "--store",
+                          str(db)))
+    assert data["summary"]["totalBatches"] == 3
+    assert [b["batch_id"] for b in data["recentBatches"]] == [B2, B1]
+
+
+def test_metrics_by_day_and_by_model(db: Path) -> None:
+    data = as_json(invoke("metrics", "--json", "--since", "8d", "--by", "day", "--store",
+                          str(db)))
+    assert [(d["day"], d["batches"], d["contacts"]) for d in data["byDay"]] == [
+        ("2025-11-05", 1, 1), ("2025-11-11", 1, 10), ("2025-11-12", 1, 4)
+    ]
+    assert data["byDay"][1]["cost"] == 0.05
+    data = as_json(invoke("metrics", "--json", "--since", "2025-11-11", "--by", "model",
+                          "--store", str(db)))
+    by_model = {m["model"]: m for m in data["byModel"]}
+    assert by_model[SONNET]["contacts"] == 10 and by_model[SONNET]["enriched"] == 9
+    assert by_model[HAIKU]["cost"] == 0.01
+    assert "byDay" not in data
+
+
+def test_metrics_tables(db: Path) -> None:
+    result = invoke("metrics", "--since", "2025-11-11", "--by", "day", "--store", str(db))
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert str(db) in out
+    assert "Metrics from 2025-11-11T00:00:00Z to 2025-11-12T12:00:00Z" in out
+    for expected in ("78.57%", "$0.0600", "543 ms", B1, B2, "2025-11-12 09:00", "Per day",
+                     "2025-11-11", SONNET, HAIKU, "50.00%", "90.00%"):
+        assert expected in out, expected
+    assert not out.lstrip().startswith("{")
+
+
+def test_metrics_empty_window_is_not_an_error(db: Path) -> None:
+    result = invoke("metrics", "--json", "--since", "2020-01-01", "--until", "2020-01-02",
+                    "--store", str(db))
+    assert result.exit_code == 0
+    data = as_json(result)
+    assert data["summary"]["totalBatches"] == 0 and data["summary"]["avgSuccessRate"] == 0
+    assert data["recentBatches"] == [] and data["modelBreakdown"] == {}
+    text = invoke("metrics", "--since", "2020-01-01", "--until", "2020-01-02", "--store", str(db))
+    assert text.exit_code == 0 and "No batches in this window." in text.stdout
+    # nothing was rated, so a cron alert on the success rate has nothing to fire on
+    alert = invoke("metrics", "--since", "2020-01-01", "--until", "2020-01-02",
+                   "--fail-under", "90", "--budget", "0", "--store", str(db))
+    assert alert.exit_code == 0, alert.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "xyz"], "Error: bad --since value 'xyz': use an ISO date (2025-11-12), a "
+                             "duration (24h, 7d), today, yesterday or now"),
+        (["--until", "tomorrowish"], "Error: bad --until value 'tomorrowish'"),
+        (["--since", "today", "--until", "yesterday"], "Error: --since (2025-11-12T00:00:00Z) "
+                                                       "must be before --until"),
+        (["--since", "now"], "Error: --since (2025-11-12T12:00:00Z) must be before --until"),
+        (["--budget", "lots"], "Error: bad --budget value 'lots'"),
+        (["--by", "week"], "Error: Invalid value for '--by'"),
+        (["--fail-under", "120"], "Error: Invalid value for '--fail-under'"),
+        (["--bogus"], "Error: No such option: --bogus"),
+    ],
+)
+def test_metrics_usage_errors_exit_2(db: Path, args: list[str], message: str) -> None:
+    result = invoke("metrics", "--json", *args, "--store", str(db))
+    assert result.exit_code == ExitCode.USAGE
+    assert one_error_line(result).startswith(message)
+    assert result.stdout == ""
+
+
+def test_fail_under_exits_5_after_printing_the_json(db: Path) -> None:
+    result = invoke("metrics", "--json", "--since", "2025-11-11", "--fail-under", "80",
+                    "--store", str(db))
+    assert result.exit_code == ExitCode.THRESHOLD
+    data = as_json(result)
+    assert data["success"] is False
+    assert data["error"] == "success rate 78.57% is under --fail-under 80%"
+    assert data["summary"]["avgSuccessRate"] == 78.57
+    assert one_error_line(result) == "Error: success rate 78.57% is under --fail-under 80%"
+
+    ok = invoke("metrics", "--json", "--since", "2025-11-11", "--fail-under", "78.5",
+                "--store", str(db))
+    assert ok.exit_code == 0 and as_json(ok)["success"] is True and "error" not in as_json(ok)
+
+
+def test_budget_exits_5_and_tables_still_print(db: Path) -> None:
+    result = invoke("metrics", "--since", "2025-11-11", "--budget", "0.05", "--store", str(db))
+    assert result.exit_code == ExitCode.THRESHOLD
+    assert "$0.0600" in result.stdout  # the report is printed before the alert
+    assert one_error_line(result) == "Error: cost $0.0600 is over --budget $0.05"
+    assert invoke("metrics", "--since", "2025-11-11", "--budget", "0.06", "--store",
+                  str(db)).exit_code == 0
+
+
+def test_both_thresholds_in_one_line(db: Path) -> None:
+    result = invoke("metrics", "--json", "--since", "2025-11-11", "--budget", "$0.01",
+                    "--fail-under", "99", "--store", str(db))
+    assert result.exit_code == ExitCode.THRESHOLD
+    line = one_error_line(result)
+    assert "--fail-under 99%" in line and "--budget $0.01" in line
+    assert as_json(result)["error"] == line.removeprefix("Error: ")
+
+
+def test_store_from_env_and_before_the_command(db: Path) -> None:
+    env_run = invoke("metrics", "--json", "--since", "2025-11-11", env={"INTEL_STORE": str(db)})
+    before = invoke("--store", f"sqlite:{db}", "metrics", "--json", "--since", "2025-11-11")
+    assert env_run.exit_code == before.exit_code == 0
+    assert as_json(env_run)["summary"]["totalBatches"] == 2
+    assert as_json(before) == as_json(env_run)
+
+
+def test_default_store_is_created_under_intel_home(intel_home: Path) -> None:
+    result = invoke("metrics", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert as_json(result)["summary"]["totalBatches"] == 0
+    assert (intel_home / "intel.db").exists()
+
+
+# --- intel limiter ---------------------------------------------------------------------------
+
+
+def test_limiter_status_reset_cycle(db: Path) -> None:
+    inactive = {"active": False, "blockedUntil": None, "reason": None, "setBy": None}
+    assert as_json(invoke("limiter", "status", "--json", "--store", str(db))) == inactive
+    text = invoke("limiter", "status", "--store", str(db))
+    assert text.exit_code == 0
+    assert text.stdout.strip() == f"The anthropic limiter is not active in {db}."
+
+    with SQLiteStore(db) as store:
+        store.block_limiter(NOW + timedelta(seconds=90), reason="429 from the API",
+                            set_by=B2, now=NOW)
+
+    assert as_json(invoke("limiter", "status", "--json", "--store", str(db))) == {
+        "active": True, "blockedUntil": "2025-11-12T12:01:30Z", "reason": "429 from the API",
+        "setBy": B2,
+    }
+    text = invoke("limiter", "status", "--store", str(db))
+    assert "active for 90 more s (blocked until 2025-11-12T12:01:30Z" in text.stdout
+    assert B2 in text.stdout
+
+    reset = invoke("limiter", "reset", "--store", str(db))
+    assert reset.exit_code == 0
+    assert reset.stdout.strip() == (
+        f"Cleared the anthropic limiter (blocked until 2025-11-12T12:01:30Z, set by {B2}, "
+        "reason 429 from the API)."
+    )
+    assert as_json(invoke("limiter", "status", "--json", "--store", str(db))) == inactive
+    again = invoke("limiter", "reset", "--store", str(db))
+    assert again.stdout.strip() == "The limiter was not active; nothing to clear."
+
+
+def test_expired_block_is_inactive(db: Path) -> None:
+    with SQLiteStore(db) as store:
+        store.block_limiter(NOW - timedelta(seconds=1), reason="old", set_by=B1,
+                            now=NOW - timedelta(minutes=1))
+    assert as_json(invoke("limiter", "status", "--json", "--store", str(db)))["active"] is False
+    text = invoke("limiter", "status", "--store", str(db)).stdout
+    assert "not active (its last block ended at 2025-11-12T11:59:59Z)" in text
+    assert invoke("limiter", "reset", "--store", str(db)).stdout.strip() == (
+        "The limiter was not active; nothing to clear."
+    )
+
+
+def test_limiter_without_subcommand_shows_help(db: Path) -> None:
+    result = invoke("limiter", "--store", str(db))
+    assert "status" in result.stdout + result.stderr and "reset" in result.stdout + result.stderr
+
+
+# --- intel batches show ----------------------------------------------------------------------
+
+
+def test_batches_show_json(db: Path) -> None:
+    result = invoke("batches", "show", B2, "--json", "--store", str(db))
+    assert result.exit_code == 0, result.stderr
+    data = as_json(result)
+    assert data["success"] is True
+    batch = data["batch"]
+    assert batch["batch_id"] == B2 and batch["status"] == "completed" and batch["mode"] == "batch"
+    assert (batch["total"], batch["enriched"], batch["failed"], batch["skipped"]) == (4, 2, 2, 1)
+    assert batch["cost"] == 0.01  # a number, not a string
+    assert batch["created_at"] == "2025-11-12T09:00:00Z"
+    assert batch["finished_at"] == "2025-11-12T09:02:00Z"
+    assert batch["metadata"]["input"] == "contacts.csv"
+    results = data["results"]
+    assert [r["row_index"] for r in results] == [0, 1, 2, 3, 4]
+    assert [r["status"] for r in results] == ["enriched", "enriched", "failed", "timed_out",
+                                              "skipped"]
+    assert results[0]["cost"] == 0.0025 and results[0]["model"] == HAIKU
+    assert results[4]["model"] is None and results[4]["cost"] == 0
+    assert results[0]["created_at"] == "2025-11-12T09:00:00Z"
+    assert results[1]["created_at"] == "2025-11-12T09:00:01Z"
+
+
+def test_batches_show_tables(db: Path) -> None:
+    result = invoke("batches", "show", B1, "--store", str(db))
+    assert result.exit_code == 0, result.stderr
+    for expected in (f"Batch {B1}", str(db), "realtime", SONNET, "2025-11-11T10:00:00Z",
+                     "90.00%", "$0.0500", "600 ms", "c9@example.com", "failed here",
+                     "100/50", "$0.0050"):
+        assert expected in result.stdout, expected
+
+
+def test_batches_show_unknown_id_exits_2(db: Path) -> None:
+    result = invoke("batches", "show", "b_nope", "--store", str(db))
+    assert result.exit_code == ExitCode.USAGE
+    assert one_error_line(result).startswith(f"Error: no batch 'b_nope' in the store {db}")
+    assert result.stdout == ""
+
+
+def test_batches_show_needs_an_id(db: Path) -> None:
+    result = invoke("batches", "show", "--store", str(db))
+    assert result.exit_code == ExitCode.USAGE
+    assert "BATCH_ID" in one_error_line(result)
+
+
+# --- intel migrate ---------------------------------------------------------------------------
+
+
+def migration_names() -> list[str]:
+    root = Path(__file__).parent.parent / "migrations" / "sqlite"
+    return sorted(p.stem for p in root.glob("*.sql"))
+
+
+def test_migrate_applies_then_says_nothing_to_do(tmp_path: Path) -> None:
+    names = migration_names()
+    assert names
+    path = tmp_path / "fresh.db"
+    first = invoke("migrate", "--store", str(path))
+    assert first.exit_code == 0, first.stderr
+    lines = first.stdout.strip().splitlines()
+    assert lines[: len(names)] == [f"Applied {name}" for name in names]
+    second = invoke("migrate", "--store", str(path))
+    assert second.exit_code == 0
+    assert second.stdout.strip() == (
+        f"Nothing to migrate: {len(names)} migrations already applied ({path})."
+    )
+
+
+def test_migrate_status_and_print_sql_apply_nothing(tmp_path: Path) -> None:
+    names = migration_names()
+    path = tmp_path / "fresh.db"
+    status = invoke("migrate", "--status", "--store", str(path))
+    assert status.exit_code == 0, status.stderr
+    assert all(name in status.stdout for name in names)
+    assert "pending" in status.stdout and f"{len(names)} pending" in status.stdout
+
+    sql = invoke("migrate", "--print-sql", "--store", str(path))
+    assert sql.exit_code == 0
+    assert sql.stdout.startswith(f"-- {names[0]}\n")
+    assert "CREATE TABLE" in sql.stdout.upper()
+    # still nothing applied
+    with SQLiteStore(path) as store:
+        assert store.migrations()[0] == []
+
+    assert invoke("migrate", "--store", str(path)).exit_code == 0
+    status = invoke("migrate", "--status", "--store", str(path))
+    assert "Up to date" in status.stdout and "pending" not in status.stdout
+    sql = invoke("migrate", "--print-sql", "--store", str(path))
+    assert sql.stdout.strip() == f"-- Nothing to migrate: {len(names)} migrations already applied."
+
+
+def test_migrate_status_and_print_sql_together_exit_2(tmp_path: Path) -> None:
+    result = invoke("migrate", "--status", "--print-sql", "--store", str(tmp_path / "x.db"))
+    assert result.exit_code == ExitCode.USAGE
+    assert "--status and --print-sql" in one_error_line(result)
