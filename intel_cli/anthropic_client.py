@@ -177,6 +177,17 @@ def _one_line(text: str) -> str:
     return line
 
 
+def _is_message(message: Any) -> bool:
+    from anthropic.types import Message
+    from anthropic.types import Usage as ApiUsage
+
+    return (
+        isinstance(message, Message)
+        and isinstance(message.usage, ApiUsage)
+        and isinstance(message.content, list)
+    )
+
+
 def _strip_fences(text: str) -> str:
     text = text.strip()
     if text.startswith("```"):
@@ -264,11 +275,14 @@ class AnthropicClient:
 
         params = self.request_params(contact, model=model, context=context, reask=reask)
 
-        async def call() -> tuple[Any, Any]:
+        raw: Any = None
+
+        async def call() -> Any:
+            nonlocal raw
             raw = await self._client.messages.with_raw_response.create(
                 max_tokens=self.max_tokens, timeout=self.timeout, **params
             )
-            return raw, await raw.parse()
+            return await raw.parse()
 
         started = time.perf_counter()
 
@@ -276,7 +290,7 @@ class AnthropicClient:
             return round((time.perf_counter() - started) * 1000)
 
         try:
-            raw, message = await asyncio.wait_for(call(), self.timeout + _GUARD_SLACK_S)
+            message: Any = await asyncio.wait_for(call(), self.timeout + _GUARD_SLACK_S)
         except (TimeoutError, anthropic.APITimeoutError):
             return Attempt(
                 Outcome.TIMEOUT,
@@ -302,6 +316,24 @@ class AnthropicClient:
                 latency_ms=elapsed_ms(),
                 error=_one_line(f"API error: {exc.message}"),
             )
+        except ValueError:  # a 200 whose body is not JSON at all
+            if raw is None:  # raised before any response: our bug, not the API's answer
+                raise
+            message = None
+        if not _is_message(message):
+            # A 200 that is not a Message: a proxy or a wrong ANTHROPIC_BASE_URL answering.
+            # Not billed as far as we can know; retryable, since a proxy may recover.
+            return Attempt(
+                Outcome.RETRYABLE,
+                model,
+                latency_ms=elapsed_ms(),
+                status_code=raw.status_code,
+                request_id=raw.request_id,
+                error=_one_line(
+                    f"unexpected answer from {self.base_url} (200, not a Messages API "
+                    "response): check ANTHROPIC_BASE_URL"
+                ),
+            )
         return self._answer(raw, message, model, elapsed_ms())
 
     def _answer(self, raw: Any, message: Any, model: str, latency_ms: int) -> Attempt:
@@ -311,7 +343,8 @@ class AnthropicClient:
             Outcome.OK,
             model,
             usage=usage,
-            raw_usage=message.usage.model_dump(mode="json"),
+            # what the API sent, key for key: enough to recompute the cost later
+            raw_usage=message.usage.to_dict(mode="json"),
             cost=cost.cost,
             priced=cost.priced,
             latency_ms=latency_ms,

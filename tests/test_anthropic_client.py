@@ -10,10 +10,12 @@ import asyncio
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -113,6 +115,7 @@ def test_ok_validates_and_prices_exactly_what_was_billed(
     assert result.raw_usage is not None
     assert result.raw_usage["input_tokens"] == billed["input_tokens"]
     assert result.raw_usage["output_tokens"] == billed["output_tokens"]
+    assert Usage.from_api(result.raw_usage) == result.usage  # the cost can be recomputed
     assert result.cost == price(MODEL, result.usage).cost
     assert result.cost > 0 and result.priced
     assert result.billed
@@ -325,6 +328,52 @@ def test_a_wrong_base_url_path_is_fatal_and_says_so(sim_factory: SimFactory) -> 
     result = asyncio.run(go())
     assert result.outcome is Outcome.FATAL
     assert result.error is not None and "check ANTHROPIC_BASE_URL" in result.error
+
+
+class _NotAnthropic(BaseHTTPRequestHandler):
+    """A proxy that answers 200 with something that is not a Message."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        content_type, body = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ("text/html", b"<html>captive portal</html>"),
+        ("application/json", b'{"hello": "world"}'),
+        ("application/json", b"not json"),
+    ],
+)
+def test_a_200_that_is_not_a_message_is_retryable(answer: tuple[str, bytes]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotAnthropic)
+    server.answer = answer  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+
+        async def go() -> Attempt:
+            base_url = f"http://127.0.0.1:{server.server_address[1]}"
+            async with AnthropicClient(api_key=KEY, base_url=base_url) as c:
+                return await c.attempt(make_contact(), model=MODEL, context=CTX)
+
+        result = asyncio.run(go())
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert result.outcome is Outcome.RETRYABLE
+    assert result.error is not None and result.error.endswith("check ANTHROPIC_BASE_URL")
+    assert not result.billed
 
 
 def test_base_url_comes_from_the_environment(
