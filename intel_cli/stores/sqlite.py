@@ -10,6 +10,7 @@ USD and summed exactly as integers; rounding happens in intel_cli.stores.figures
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,8 @@ MODES = ("realtime", "batch", "simulated")
 # exact money: integer units of 1e-10 USD, summed without float error
 _UNITS = "CAST(ROUND({col} * 1e10) AS INTEGER)"
 _COST_UNITS = _UNITS.format(col="cost")
+
+_COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
 
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS intel_schema_migrations (
@@ -477,8 +480,14 @@ class SQLiteStore(Store):
                     continue
                 # statement by statement inside our transaction: executescript() would
                 # commit on its own and could leave a migration half-applied
-                for statement in split_statements(migration.sql):
-                    conn.execute(statement)
+                try:
+                    for statement in split_statements(migration.sql):
+                        conn.execute(statement)
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(
+                        f"migration {migration.name} failed on {self.path} and was rolled "
+                        f"back: {exc}; the store is unchanged, report this as a bug"
+                    ) from exc
                 conn.execute(
                     "INSERT INTO intel_schema_migrations (name, applied_at) VALUES (?, ?)",
                     (migration.name, to_text(now_utc())),
@@ -509,12 +518,9 @@ def split_statements(sql: str) -> list[str]:
 
 
 def _has_code(sql: str) -> bool:
-    """Whether `sql` holds more than whitespace, comments and semicolons."""
-    lines = []
-    for line in sql.splitlines():
-        code = line.split("--", 1)[0]
-        lines.append(code)
-    return bool("".join(lines).replace(";", "").strip())
+    """Whether `sql` holds more than whitespace, comments and semicolons (a `--` or `/*`
+    inside a string literal can only make this answer yes, which is harmless)."""
+    return bool(_COMMENTS.sub("", sql).replace(";", "").strip())
 
 
 def _json(value: Any) -> str:
