@@ -379,9 +379,13 @@ def test_expired_block_is_inactive(db: str) -> None:
     )
 
 
-def test_limiter_without_subcommand_shows_help(db: str) -> None:
-    result = invoke("limiter", "--store", db)
-    assert "status" in result.stdout + result.stderr and "reset" in result.stdout + result.stderr
+@pytest.mark.parametrize("group", ["limiter", "batches"])
+def test_group_without_subcommand_shows_help_exit_0(group: str) -> None:
+    result = invoke(group)
+    assert result.exit_code == 0, result.stderr
+    assert "Usage: intel " + group in result.stdout
+    assert ("reset" if group == "limiter" else "show") in result.stdout
+    assert result.stderr == ""
 
 
 # --- intel batches show ----------------------------------------------------------------------

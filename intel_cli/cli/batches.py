@@ -9,9 +9,15 @@ import typer
 from intel_cli.cli.common import open_store
 from intel_cli.errors import UsageError
 
-batches_app = typer.Typer(
-    help="Drill into the batches recorded in the store.", no_args_is_help=True
-)
+batches_app = typer.Typer(help="Drill into the batches recorded in the store.")
+
+
+@batches_app.callback(invoke_without_command=True)
+def batches_group(ctx: typer.Context) -> None:
+    # help, exit 0, like `intel` alone (no_args_is_help would make it a usage error, exit 2)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 @batches_app.command("show")

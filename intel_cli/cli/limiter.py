@@ -12,8 +12,15 @@ from intel_cli.stores.base import LIMITER_NAME
 
 limiter_app = typer.Typer(
     help="Show or clear the global rate limiter shared by every run using this store.",
-    no_args_is_help=True,
 )
+
+
+@limiter_app.callback(invoke_without_command=True)
+def limiter_group(ctx: typer.Context) -> None:
+    # help, exit 0, like `intel` alone (no_args_is_help would make it a usage error, exit 2)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
 
 
 @limiter_app.command("status")

@@ -69,14 +69,14 @@ def metrics_command(
         typer.Option(
             "--since",
             help="Start of the window: ISO date/datetime (UTC), 90m, 24h, 7d, 4w, today, "
-            "yesterday, now. [default: 24h before --until]",
+            "yesterday, now (default: 24 h before --until).",
             show_default=False,
         ),
     ] = None,
     until: Annotated[
         str | None,
         typer.Option(
-            "--until", help="End of the window (exclusive), same forms. [default: now]",
+            "--until", help="End of the window (exclusive), same forms (default: now).",
             show_default=False,
         ),
     ] = None,
