@@ -20,9 +20,11 @@ from intel_cli.stores.postgres import PostgresStore
 
 
 def with_search_path(url: str, schema: str) -> str:
-    """`url` with the session's search_path set to `schema` (and nothing else)."""
+    """`url` with the session's search_path set to `schema`. Commits do not wait for the WAL
+    flush (synchronous_commit=off): a crash of the test server may lose the last commits of a
+    throwaway schema, and the suite runs several times faster."""
     parts = urlsplit(url)
-    option = "options=" + quote(f"-csearch_path={schema}", safe="")
+    option = "options=" + quote(f"-csearch_path={schema} -csynchronous_commit=off", safe="")
     query = f"{parts.query}&{option}" if parts.query else option
     return urlunsplit(parts._replace(query=query))
 
