@@ -485,3 +485,32 @@ def test_migrate_status_and_print_sql_together_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.USAGE
     assert "--status and --print-sql" in one_error_line(result)
     assert not (tmp_path / "x.db").exists()  # rejected before the store was opened
+
+
+def test_metrics_until_alone_gives_the_24_hours_before_it(db: str) -> None:
+    data = as_json(invoke("metrics", "--json", "--until", "2025-11-12T00:00", "--store", db))
+    assert data["timeframe"] == {"since": "2025-11-11T00:00:00Z", "until": "2025-11-12T00:00:00Z"}
+    assert [b["batch_id"] for b in data["recentBatches"]] == [B1]
+
+
+@pytest.mark.postgres
+def test_store_password_never_printed() -> None:
+    from tests.pg import fresh_postgres_store
+
+    url = postgres_url()
+    assert url is not None
+    with fresh_postgres_store(url) as store:
+        seed(store)
+        # the test server trusts local connections, so any password is accepted and ignored
+        secret_url = store.schema_url.replace("postgresql://postgres@", "postgresql://postgres:hunter2pw@")
+        assert "hunter2pw" in secret_url
+        outputs = [
+            invoke("metrics", "--since", "4w", "--store", secret_url),
+            invoke("batches", "show", B1, "--store", secret_url),
+            invoke("batches", "show", "b_nope", "--store", secret_url),
+            invoke("limiter", "status", "--store", secret_url),
+            invoke("migrate", "--status", "--store", secret_url),
+        ]
+    for result in outputs:
+        assert "hunter2pw" not in result.stdout + result.stderr
+        assert "postgres:***@" in result.stdout + result.stderr
