@@ -502,7 +502,9 @@ def test_store_password_never_printed() -> None:
     with fresh_postgres_store(url) as store:
         seed(store)
         # the test server trusts local connections, so any password is accepted and ignored
-        secret_url = store.schema_url.replace("postgresql://postgres@", "postgresql://postgres:hunter2pw@")
+        secret_url = store.schema_url.replace(
+            "postgresql://postgres@", "postgresql://postgres:hunter2pw@"
+        )
         assert "hunter2pw" in secret_url
         outputs = [
             invoke("metrics", "--since", "4w", "--store", secret_url),
