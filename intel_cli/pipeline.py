@@ -566,9 +566,10 @@ class _Run:
         intel: dict[str, Any] | None = None,
     ) -> None:
         item.status, item.error, item.intel = status, error, intel
+        await self.db(self.store.record_result, self.result(item))
+        # counted once committed: progress never shows a contact a crash could lose
         self.done += 1
         self.n_enriched += status == "enriched"
-        await self.db(self.store.record_result, self.result(item))
         self.report()
 
     def result(self, item: _Item) -> ContactResult:

@@ -128,12 +128,7 @@ def progress_display(
 
 
 def summary_table(summary: RunSummary) -> Table:
-    table = Table(
-        title=f"Batch {summary.batch_id}: {summary.status}",
-        box=box.SIMPLE_HEAVY,
-        show_header=False,
-        title_justify="left",
-    )
+    table = Table(box=box.SIMPLE_HEAVY, show_header=False)
     table.add_column("figure", style="bold")
     table.add_column("value", justify="right")
     wall_s = summary.wall_time_ms / 1000
@@ -163,8 +158,8 @@ def summary_table(summary: RunSummary) -> Table:
 
 def models_table(summary: RunSummary) -> Table:
     table = Table(title="Per model", box=box.SIMPLE_HEAVY, title_justify="left")
-    table.add_column("Model")
-    for name in ("Contacts", "Enriched", "Input tokens", "Output tokens", "Cost"):
+    table.add_column("Model", no_wrap=True)
+    for name in ("Contacts", "Enriched", "Input tok", "Output tok", "Cost"):
         table.add_column(name, justify="right")
     for row in summary.models:
         table.add_row(
@@ -181,6 +176,8 @@ def models_table(summary: RunSummary) -> Table:
 def render_summary(summary: RunSummary, console: Console | None = None) -> None:
     """The end-of-run tables, then where the output went and the batch id."""
     console = console or render.stdout()
+    style = "green" if summary.status == "completed" else "red"
+    console.print(f"Batch {summary.batch_id}: [{style}]{summary.status}[/]", highlight=False)
     console.print(summary_table(summary))
     if summary.models:
         console.print(models_table(summary))
