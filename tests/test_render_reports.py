@@ -338,3 +338,19 @@ def test_migrate_renderings(out: io.StringIO) -> None:
     assert "1 pending: run `intel migrate` to apply them." in text
     assert "-- 0002_more\nALTER TABLE t ADD c int;\n" in text
     assert "-- Nothing to migrate: 2 migrations already applied." in text
+
+
+def test_data_is_never_read_as_markup(out: io.StringIO) -> None:
+    results = [
+        {"row_index": 0, "contact_key": "[/odd]@x.com", "status": "failed", "model": "m",
+         "input_tokens": 1, "output_tokens": 1, "cost": 0, "latency_ms": 1, "attempts": 1,
+         "error": "invalid output [bold]x[/bold] :smile:"},
+    ]
+    batch = {**batch_row(), "metadata": {"note": "[red]not red[/red]"}}
+    reports.render_batch(batch, results, store_name="[b]store[/b]")
+    reports.say("literal [/x] :smile:")
+    text = out.getvalue()
+    for expected in ("[/odd]@x.com", "[bold]x[/bold]", "[red]not red[/red]", "[b]store[/b]",
+                     "literal [/x] :smile:"):
+        assert expected in text, expected
+    assert ":smile:" in text.split("invalid output")[1]

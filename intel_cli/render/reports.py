@@ -53,7 +53,7 @@ def print_json(data: Any) -> None:
 
 def say(message: str) -> None:
     """One plain line on stdout (no markup: messages may hold brackets)."""
-    stdout().print(message, markup=False, highlight=False, soft_wrap=True)
+    stdout().print(message, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 # --- formatting of single figures ----------------------------------------------------------
@@ -160,6 +160,12 @@ def _table(title: str | None = None, **kwargs: Any) -> Table:
     )
 
 
+def _add_row(table: Table, *cells: str | Text) -> None:
+    """Data goes in as Text, never as markup: a contact key or an API error holding
+    `[/x]` would otherwise be read as a Rich tag (and an unmatched one raises)."""
+    table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells))
+
+
 def _emit(table: Table) -> None:
     """A table after a blank line: edge-less tables need the air between them."""
     stdout().print()
@@ -171,7 +177,7 @@ def _key_values(title: str, rows: Iterable[tuple[str, str | Text]]) -> Table:
     table.add_column("", style="bold")
     table.add_column("", justify="right")
     for key, value in rows:
-        table.add_row(key, value)
+        _add_row(table, key, value)
     return table
 
 
@@ -262,7 +268,7 @@ def render_metrics(
         models.add_column("Model")
         models.add_column("Results", justify="right")
         for model, n in sorted(breakdown.items(), key=lambda item: (-int(item[1]), item[0])):
-            models.add_row(str(model), count(n))
+            _add_row(models, str(model), count(n))
         _emit(models)
 
     if by_model is not None:
@@ -287,7 +293,8 @@ def _recent_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     table.add_column("Cost", justify="right")
     table.add_column("Success", justify="right")
     for row in rows:
-        table.add_row(
+        _add_row(
+            table,
             str(row.get("batch_id")),
             _short_when(row.get("created_at")),
             status_text(row.get("status")),
@@ -310,7 +317,8 @@ def _by_day_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     table.add_column("Cost", justify="right")
     table.add_column("Success", justify="right")
     for row in rows:
-        table.add_row(
+        _add_row(
+            table,
             when(row.get("day")),
             count(row.get("batches")),
             count(row.get("contacts")),
@@ -331,7 +339,8 @@ def _by_model_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     table.add_column("Output tokens", justify="right")
     table.add_column("Cost", justify="right")
     for row in rows:
-        table.add_row(
+        _add_row(
+            table,
             str(row.get("model") or "-"),
             count(row.get("contacts")),
             count(row.get("enriched")),
@@ -405,7 +414,7 @@ def render_batch(
         table.add_column("", style="bold")
         table.add_column("", overflow="fold")
         for key, text in meta:
-            table.add_row(key, text)
+            _add_row(table, key, text)
         _emit(table)
     if not results:
         say("No per-contact results recorded for this batch.")
@@ -426,7 +435,8 @@ def _results_table(results: Sequence[Mapping[str, Any]]) -> Table:
     table.add_column("Error", overflow="fold")
     for row in results:
         tokens = f"{count(row.get('input_tokens'))}/{count(row.get('output_tokens'))}"
-        table.add_row(
+        _add_row(
+            table,
             count(row.get("row_index")),
             str(row.get("contact_key") or "-"),
             status_text(row.get("status")),
@@ -508,9 +518,9 @@ def render_migrate_status(
     table.add_column("Migration")
     table.add_column("State")
     for name in applied:
-        table.add_row(name, Text("applied", style="green"))
+        _add_row(table, name, Text("applied", style="green"))
     for migration in pending:
-        table.add_row(migration.name, Text("pending", style="yellow"))
+        _add_row(table, migration.name, Text("pending", style="yellow"))
     _emit(table)
     if pending:
         say(f"{len(pending)} pending: run `intel migrate` to apply them.")
