@@ -64,10 +64,10 @@ def make_store(backend: str, tmp_path: Path) -> Store:
         sqlite_store.migrate()
         return sqlite_store
     if backend == "postgres":
-        from tests.pg import fresh_postgres_store
-
         url = postgres_url()
         assert url is not None
+        from tests.pg import fresh_postgres_store
+
         return fresh_postgres_store(url)
     raise ValueError(backend)
 
