@@ -346,11 +346,11 @@ def test_data_is_never_read_as_markup(out: io.StringIO) -> None:
          "input_tokens": 1, "output_tokens": 1, "cost": 0, "latency_ms": 1, "attempts": 1,
          "error": "invalid output [bold]x[/bold] :smile:"},
     ]
-    batch = {**batch_row(), "metadata": {"note": "[red]not red[/red]"}}
+    batch = {**batch_row(), "batch_id": "b_[/i]", "metadata": {"note": "[red]not red[/red]"}}
     reports.render_batch(batch, results, store_name="[b]store[/b]")
     reports.say("literal [/x] :smile:")
     text = out.getvalue()
     for expected in ("[/odd]@x.com", "[bold]x[/bold]", "[red]not red[/red]", "[b]store[/b]",
-                     "literal [/x] :smile:"):
+                     "literal [/x] :smile:", "Batch b_[/i]"):
         assert expected in text, expected
     assert ":smile:" in text.split("invalid output")[1]
