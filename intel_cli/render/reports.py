@@ -156,8 +156,8 @@ def _table(title: str | None = None, **kwargs: Any) -> Table:
     # collapsed padding: the wide tables (recent batches, contacts) fit 100 columns;
     # titles as Text, since they may hold a user-chosen batch id
     return Table(
-        title=Text(title) if title else None, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True,
-        show_edge=False, pad_edge=False, **kwargs,
+        title=Text(title) if title else None, title_justify="left", box=box.SIMPLE_HEAD,
+        collapse_padding=True, show_edge=False, pad_edge=False, **kwargs,
     )
 
 
