@@ -149,3 +149,27 @@ def test_python_dash_m_and_help_do_not_import_heavy_packages() -> None:
         [sys.executable, "-m", "intel_cli", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.strip() == f"intel {__version__}"
+
+
+def test_group_without_subcommand_prints_its_help() -> None:
+    probe = typer.Typer(cls=IntelGroup)
+    sub = typer.Typer(no_args_is_help=True)
+
+    @sub.command()
+    def one() -> None:
+        pass
+
+    @sub.command()
+    def two() -> None:
+        pass
+
+    probe.add_typer(sub, name="grp")
+
+    @probe.command()
+    def other() -> None:
+        pass
+
+    result = runner.invoke(probe, ["grp"])
+    assert result.exit_code == 0, result.stderr
+    assert "one" in result.stdout and "two" in result.stdout
+    assert result.stderr == ""

@@ -98,6 +98,11 @@ class IntelGroup(TyperGroup):
                 _print_traceback(exc)
             _error_line(exc.message)
             code = exc.exit_code
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # a group given no subcommand: its help, like `intel` alone
+            if exc.ctx is not None:
+                sys.stdout.write(exc.ctx.get_help() + "\n")
+            code = ExitCode.OK
         except click.exceptions.UsageError as exc:
             message = exc.format_message().rstrip()
             if not message.endswith((".", "?", "!")):
