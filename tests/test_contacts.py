@@ -294,6 +294,31 @@ def test_dedupe_marks_later_rows_and_keeps_order(tmp_path: Path) -> None:
     assert all(c.duplicate_of is None for c in undeduped)
 
 
+def test_dedupe_index_matches_a_dict_through_growth() -> None:
+    import random
+
+    from intel_cli.contacts import _FirstRows
+
+    rng = random.Random(7)
+    # few distinct low bits, so slots collide and probing wraps; far more keys than slots
+    digests = [rng.randrange(1, 2**64) & ~0xFF | 0x10 for _ in range(3000)]
+    table, expected = _FirstRows(capacity=8), {}
+    for row_index in range(20_000):
+        digest = rng.choice(digests)
+        assert table.setdefault(digest, row_index) == expected.setdefault(digest, row_index)
+
+
+def test_dedupe_over_many_rows(tmp_path: Path) -> None:
+    rows = [f"p{(i * 7919) % 2500}@x.example.com" for i in range(6000)]
+    path = write(tmp_path, "c.csv", "Email\n" + "\n".join(rows) + "\n")
+    contacts, _, _ = read_all([path])
+    first: dict[str, int] = {}
+    expected = [first.setdefault(e, i) for i, e in enumerate(rows)]
+    assert [c.duplicate_of for c in contacts] == [
+        None if e == i else e for i, e in enumerate(expected)
+    ]
+
+
 def test_row_index_and_dedupe_span_inputs(tmp_path: Path) -> None:
     first = write(tmp_path, "a.csv", "Email,Name\na@x.example.com,A\nb@x.example.com,B\n")
     second = write(
