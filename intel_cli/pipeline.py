@@ -157,6 +157,7 @@ class RunSummary:
     retried: int = 0
     skipped: int = 0
     duplicates: int = 0
+    finished: int = 0  # contacts taken to a final outcome (all of them, unless it ended early)
     adaptive_retried: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
@@ -176,7 +177,8 @@ class RunSummary:
 
     @property
     def contacts_per_s(self) -> float:
-        return self.total / (self.wall_time_ms / 1000) if self.wall_time_ms else 0.0
+        """Throughput: contacts finished per second of wall time."""
+        return self.finished / (self.wall_time_ms / 1000) if self.wall_time_ms else 0.0
 
     @property
     def cost_per_enriched(self) -> Decimal | None:
@@ -229,13 +231,15 @@ class _Item:
     status: str | None = None  # None while unfinished
     error: str | None = None
     intel: dict[str, Any] | None = None
-    attempts: int = 0
+    attempts: int = 0  # requests sent, including one cancelled in flight
+    answered: int = 0  # attempts that came back (with a measured latency)
     latency_ms: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
     raw_usage: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, attempt: Attempt) -> None:
+        self.answered += 1
         self.latency_ms += attempt.latency_ms
         if attempt.billed:
             self.usage += attempt.usage
@@ -766,7 +770,8 @@ class _Run:
             cached=0,
             skipped=len(self.plan.skipped),
             cost=cost,
-            avg_time_ms=_round_ms([i.latency_ms for i in self.items if i.attempts > 0]),
+            # a request cancelled by Ctrl-C has no latency: it would drag the mean down
+            avg_time_ms=_round_ms([i.latency_ms for i in self.items if i.answered > 0]),
             usage=usage,
             metadata=metadata,
         )
@@ -806,6 +811,7 @@ class _Run:
             retried=totals.retried,
             skipped=totals.skipped,
             duplicates=self.plan.duplicates,
+            finished=self.done,
             adaptive_retried=self.adaptive_retried,
             usage=totals.usage,
             cost=totals.cost,

@@ -201,7 +201,7 @@ def _summary(**overrides: object) -> RunSummary:
     values: dict[str, object] = {
         "batch_id": "b_x", "status": "completed", "mode": "realtime",
         "model": "claude-sonnet-4-5", "output": "out.csv", "total": 4, "enriched": 3,
-        "failed": 1, "usage": Usage(1000, 500), "cost": Decimal("0.0105"),
+        "failed": 1, "finished": 4, "usage": Usage(1000, 500), "cost": Decimal("0.0105"),
         "wall_time_ms": 2000,
         "models": [ModelRow("claude-sonnet-4-5", 4, 3, Decimal("0.0105"), Usage(1000, 500))],
     }

@@ -119,6 +119,7 @@ def test_tokens_and_cost_in_the_store_equal_what_the_simulator_billed(
     assert sum(len(r["usage"]) for r in results) == len(sim.billed)
     assert summary.usage == usage and summary.cost == cost
     assert (summary.total, summary.enriched, summary.failed) == (12, 10, 2)
+    assert summary.finished == 12 and summary.avg_time_ms is not None
     assert summary.retried == 3  # the re-asked two and the 500
     assert batch["metadata"]["models"][MODEL]["contacts"] == 12
     assert batch["metadata"]["promptVersion"]
@@ -453,6 +454,7 @@ def test_ctrl_c_finalises_the_batch_as_interrupted_and_writes_the_output(
         elapsed = time.monotonic() - began
     assert elapsed < 4  # in-flight requests get 2 s, then are cancelled
     assert summary.status == "interrupted"
+    assert summary.finished == 0 and summary.avg_time_ms is None  # nothing came back
     assert "progress saved in batch" in str(summary.error)
     batch = store.get_batch(summary.batch_id)
     assert batch is not None and batch["status"] == "interrupted"
