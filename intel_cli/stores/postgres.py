@@ -105,7 +105,7 @@ def canonical_by_model(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [_ordered(r, BY_MODEL_KEYS) for r in rows]
 
 
-def _money(value: Any) -> Decimal:
+def stored_money(value: Any) -> Decimal:
     """A stored cost (Decimal from psycopg, a JSON number or string from REST), 10 places."""
     if value is None:
         return figures.quantise_money(Decimal(0))
@@ -134,16 +134,17 @@ def to_json(value: Any) -> str | None:
     datetimes as UTC text, exactly as the SQLite store writes them."""
     if value is None:
         return None
-    return json.dumps(_redacted(value), ensure_ascii=False, default=str)
+    return json.dumps(redacted(value), ensure_ascii=False, default=str)
 
 
-def _redacted(value: Any) -> Any:
+def redacted(value: Any) -> Any:
+    """`value` made JSON-ready for storage: strings redacted, Decimals and datetimes as text."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {str(k): _redacted(v) for k, v in value.items()}
+        return {str(k): redacted(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
+        return [redacted(v) for v in value]
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
@@ -168,7 +169,7 @@ def batch_row(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for key in ("created_at", "finished_at"):
         out[key] = _utc_or_none(out.get(key))
-    out["cost"] = _money(out.get("cost"))
+    out["cost"] = stored_money(out.get("cost"))
     if out.get("success_rate") is not None:
         out["success_rate"] = float(out["success_rate"])
     if out.get("metadata") is None:
@@ -180,7 +181,7 @@ def result_row(row: dict[str, Any]) -> dict[str, Any]:
     """An `intel_results` row as batch_results/find_cached return it on every backend."""
     out = dict(row)
     out["created_at"] = _utc_or_none(out.get("created_at"))
-    out["cost"] = _money(out.get("cost"))
+    out["cost"] = stored_money(out.get("cost"))
     return out
 
 

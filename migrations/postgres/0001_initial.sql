@@ -303,3 +303,7 @@ BEGIN
     END IF;
 END
 $$;
+
+-- PostgREST (Supabase's REST API) caches the schema: have it see the new tables and functions
+-- at once. A notification nobody listens to (a stock PostgreSQL) costs nothing.
+NOTIFY pgrst, 'reload schema';
