@@ -145,6 +145,24 @@ def plausible_email(email: str) -> bool:
     return _EMAIL.fullmatch(normalise_email(email)) is not None
 
 
+_ANGLE_ADDRESS = re.compile(r"<([^<>@\s]+@[^<>\s]+)>")
+_ADDRESS_SEPARATORS = re.compile(r"[;,\s]+")
+
+
+def clean_email(cell: str) -> str:
+    """The address in an email cell as exports write it: `Ann <ann@x.com>`, `mailto:ann@x.com`,
+    or several addresses (`a@x.com; b@y.com`, the first plausible one is used). Other cells are
+    only stripped, so an implausible address is reported as it was typed."""
+    text = cell.strip()
+    if "<" in text and (match := _ANGLE_ADDRESS.search(text)):
+        text = match.group(1)
+    if text[:7].lower() == "mailto:":
+        text = text[7:].strip()
+    if text.count("@") > 1:
+        text = next((p for p in _ADDRESS_SEPARATORS.split(text) if plausible_email(p)), text)
+    return text
+
+
 def _normalise_text(text: str) -> str:
     return " ".join(text.split()).lower()
 
@@ -656,7 +674,7 @@ def _pick(values: dict[str, Any], groups: Sequence[tuple[str, ...]]) -> str | No
 
 def _make_contact(row_index: int, values: dict[str, Any], inp: _Input) -> Contact:
     mapping = inp.mapping
-    email = _text(values.get(mapping.email)).strip() if mapping.email else ""
+    email = clean_email(_text(values.get(mapping.email))) if mapping.email else ""
     contact = Contact(
         row_index=row_index,
         values=values,

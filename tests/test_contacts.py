@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from intel_cli.contacts import (
     Contact,
     ContactSource,
+    clean_email,
     default_output_path,
     normalise_header,
     plausible_email,
@@ -226,6 +227,29 @@ def test_normalise_header() -> None:
 )
 def test_plausible_email(email: str, ok: bool) -> None:
     assert plausible_email(email) is ok
+
+
+@pytest.mark.parametrize(
+    ("cell", "email"),
+    [
+        ("  a@x.example.com ", "a@x.example.com"),
+        ("Ann Lee <Ann@X.example.com>", "Ann@X.example.com"),
+        ("mailto:a@x.example.com", "a@x.example.com"),
+        ("a@x.example.com; b@y.example.com", "a@x.example.com"),
+        ("emma@, b@y.example.com", "b@y.example.com"),
+        ("emma@", "emma@"),
+        ("", ""),
+    ],
+)
+def test_clean_email(cell: str, email: str) -> None:
+    assert clean_email(cell) == email
+
+
+def test_cleaned_addresses_share_a_key(tmp_path: Path) -> None:
+    text = 'Email\nann@x.example.com\n"Ann <ANN@x.example.com>"\nmailto:ann@x.example.com\n'
+    contacts, _, _ = read_all([write(tmp_path, "c.csv", text)])
+    assert [c.duplicate_of for c in contacts] == [None, 0, 0]
+    assert contacts[1].values["Email"] == "Ann <ANN@x.example.com>"
 
 
 # --- row rules: skip reasons, keys, dedupe ----------------------------------------------------
@@ -515,6 +539,7 @@ def test_cp1252_falls_back_with_one_warning(tmp_path: Path) -> None:
     )
     warnings: list[str] = []
     with read_contacts([path], warn=warnings.append) as source:
+        assert len(warnings) == 1  # before the first row, not halfway through a run
         contacts = list(source)
         list(source)
     assert contacts[0].name == "Beyoncé"
@@ -529,6 +554,13 @@ def test_non_utf8_byte_far_into_the_file(tmp_path: Path) -> None:
     )
     contacts, _, warnings = read_all([path])
     assert contacts[-1].name == "René" and len(warnings) == 1
+
+
+def test_utf8_text_survives_a_stray_cp1252_byte(tmp_path: Path) -> None:
+    # a UTF-8 export edited in a Windows tool: only the foreign byte is read as cp1252
+    data = "Name,Email\nZoë,z@x.example.com\n".encode() + b"Ren\xe9,r@x.example.com\n"
+    contacts, _, warnings = read_all([write(tmp_path, "mixed.csv", data)])
+    assert [c.name for c in contacts] == ["Zoë", "René"] and len(warnings) == 1
 
 
 def test_bytes_cp1252_does_not_define_fall_back_to_latin1(tmp_path: Path) -> None:
