@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import random
 import re
 import secrets
@@ -319,6 +320,23 @@ def _metadata(options: RunOptions) -> dict[str, Any]:
     # options hold no secrets by design; this is the belt to those braces
     redacted: dict[str, Any] = json.loads(redact(json.dumps(meta, default=str)))
     return redacted
+
+
+def check_output(output: str, inputs: Sequence[str]) -> None:
+    """Fail before anything is sent (or paid for) when the output cannot be written."""
+    if output == "-":
+        return
+    target = Path(output).expanduser()
+    if target.is_dir():
+        raise UsageError(f"{output} is a directory: give -o a file name")
+    parent = target.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {output}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write {output}: no permission to write in {parent}")
+    for name in inputs:
+        if name != "-" and Path(name).expanduser().resolve() == target.resolve():
+            raise UsageError(f"-o {output} would overwrite the input: choose another output")
 
 
 def _round_ms(values: list[int]) -> int | None:
@@ -854,6 +872,7 @@ def run(
             raise ConfigError(NO_KEY_MESSAGE)
         client_factory = _anthropic_factory(options, api_key, base_url)
     output = options.output or default_output_path(options.inputs)
+    check_output(output, options.inputs)
     with read_contacts(options.inputs, stdin=stdin, warn=warn) as source:
         plan = plan_contacts(source)
         if not plan.items:

@@ -229,3 +229,19 @@ def test_progress_lines_are_throttled() -> None:
     printed = buffer.getvalue().splitlines()
     # start, 10 % reached? no (1, 2 are under a step and within 2 s), 3 after 2 s, the end
     assert [line.split(":")[1].split()[0] for line in printed] == ["0/100", "3/100", "100/100"]
+
+
+def test_an_unknown_model_is_exit_4(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["enrich", str(contacts(tmp_path)), "--simulate", "--model", "gpt-4o"]
+    )
+    assert result.exit_code == ExitCode.CONFIG
+    assert "unknown model 'gpt-4o' (404)" in result.stderr
+
+
+def test_stdin_in_csv_out_on_stdout(tmp_path: Path) -> None:
+    text = contacts(tmp_path).read_text()
+    result = runner.invoke(app, ["enrich", "-", "--simulate", "--quiet"], input=text)
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["intel_status"] for r in rows] == ["enriched"] * 3 + ["skipped"]

@@ -464,3 +464,33 @@ def test_ctrl_c_finalises_the_batch_as_interrupted_and_writes_the_output(
     assert {r["intel_error"] for r in out} <= {
         "unfinished: run interrupted", "not sent: run interrupted"
     }
+
+
+def test_an_unpriced_model_costs_0_is_flagged_and_warned_once(
+    tmp_path: Path, store: Store
+) -> None:
+    inputs = write_contacts(tmp_path / "c.csv", people(3))
+    warnings: list[str] = []
+    with simulator() as sim:
+        summary = run(
+            RunOptions(inputs=[inputs], model="claude-imaginary-9"), store, api_key=KEY,
+            base_url=sim.base_url, warn=warnings.append,
+        )
+        assert len(sim.billed) == 3
+    assert summary.enriched == 3 and summary.cost == 0 and summary.unpriced
+    assert summary.usage.input > 0
+    assert len(warnings) == 1 and "claude-imaginary-9" in warnings[0]
+    batch = store.get_batch(summary.batch_id)
+    assert batch is not None and batch["metadata"]["unpriced"] is True
+
+
+def test_an_unwritable_output_fails_before_anything_is_sent(
+    tmp_path: Path, store: Store
+) -> None:
+    inputs = write_contacts(tmp_path / "c.csv", people(2))
+    with simulator() as sim:
+        with pytest.raises(UsageError, match="does not exist"):
+            enrich(sim, store, inputs, output=str(tmp_path / "missing" / "out.csv"))
+        with pytest.raises(UsageError, match="would overwrite the input"):
+            enrich(sim, store, inputs, output=inputs)
+        assert sim.stats.requests == 0

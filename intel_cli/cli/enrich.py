@@ -126,10 +126,11 @@ def enrich_command(
 ) -> None:
     """Enrich contacts with Claude: every row comes back, enriched or honestly marked."""
     from intel_cli import render
+    from intel_cli.contacts import default_output_path
     from intel_cli.pipeline import NO_KEY_MESSAGE, RunOptions, run
     from intel_cli.render import enrich as view
 
-    to_stdout = (output or "") == "-" or (output is None and inputs == ["-"])
+    to_stdout = (output or default_output_path(inputs)) == "-"
     # with CSV on stdout, everything else goes to stderr so the CSV stays clean
     json_file = sys.stderr if to_stdout else sys.stdout
     try:
