@@ -6,11 +6,18 @@ Runs against the real server of INTEL_TEST_POSTGRES_URL, each test in its own sc
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -20,6 +27,7 @@ from typer.testing import CliRunner
 
 from intel_cli.cli import app
 from intel_cli.errors import ExitCode, StoreUnavailable
+from intel_cli.simulator import FaultRule, Simulator, SimulatorConfig
 from intel_cli.stores import open_store
 from intel_cli.stores import postgres as pg_module
 from intel_cli.stores.base import Migration
@@ -32,6 +40,7 @@ pytestmark = pytest.mark.postgres
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 TABLES = ("intel_schema_migrations", "intel_logs", "intel_results", "intel_limiter")
+EXAMPLES = Path(__file__).parents[1] / "examples" / "contacts.csv"
 runner = CliRunner()
 
 
@@ -403,5 +412,96 @@ def test_money_and_time_columns_have_exact_types(admin_url: str) -> None:
         assert cols[("intel_results", "intel")]["data_type"] == "jsonb"
         assert cols[("intel_logs", "success_rate")]["is_generated"] == "ALWAYS"
         assert cols[("intel_limiter", "blocked_until")]["data_type"] == "timestamp with time zone"
+    finally:
+        store.close()
+
+
+# --- `intel enrich --store postgresql://...` end to end (issue 4, item 6) ------------------------
+
+
+def contacts_csv(tmp_path: Path, n: int = 3) -> Path:
+    path = tmp_path / "list.csv"
+    lines = ["Name,Email,Station"] + [
+        f"DJ {i},dj{i:02d}@radio{i:02d}.example,Radio {i}" for i in range(n)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def instant_simulate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTEL_SIMULATE_TTFT", "0")
+    monkeypatch.setenv("INTEL_SIMULATE_SPEED", "inf")
+
+
+@pytest.mark.usefixtures("instant_simulate")
+def test_enrich_simulate_into_postgres_then_metrics(admin_url: str, tmp_path: Path) -> None:
+    store = fresh_postgres_store(admin_url)
+    try:
+        inputs = tmp_path / "contacts.csv"
+        shutil.copy(EXAMPLES, inputs)
+        result = runner.invoke(
+            app, ["enrich", str(inputs), "--simulate", "--json", "--store", store.schema_url]
+        )
+        assert result.exit_code == 0, result.stderr
+        body = json.loads(result.stdout)
+        assert body["enriched"] == body["total"] > 0
+
+        batch = store.get_batch(body["batchId"])
+        assert batch is not None
+        assert (batch["status"], batch["mode"], batch["total"]) == (
+            "completed",
+            "simulated",
+            body["total"],
+        )
+        assert batch["cost"] == Decimal(str(body["costUsd"]))
+        enriched = [r for r in store.batch_results(body["batchId"]) if r["status"] == "enriched"]
+        assert len(enriched) == body["enriched"]
+
+        metrics = runner.invoke(app, ["metrics", "--json", "--store", store.schema_url])
+        assert metrics.exit_code == 0, metrics.stderr
+        figures = json.loads(metrics.stdout)
+        assert figures["summary"]["totalContacts"] == body["total"]
+        assert [b["batch_id"] for b in figures["recentBatches"]] == [body["batchId"]]
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("instant_simulate")
+def test_a_429_in_one_process_stops_another_through_the_postgres_limiter(
+    admin_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = fresh_postgres_store(admin_url)
+    inputs = contacts_csv(tmp_path)
+    config = SimulatorConfig.instant(retry_after_s=60, rules=[FaultRule("dj00@", "429", times=1)])
+    try:
+        with Simulator(config) as sim:
+            monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.base_url)
+            monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+            monkeypatch.setenv("INTEL_STORE", store.schema_url)
+            first = runner.invoke(app, ["enrich", str(inputs), "--max-wait", "1", "--json"])
+            assert first.exit_code == ExitCode.RATE_LIMITED, first.stderr
+            batch_id = json.loads(first.stdout)["batchId"]
+            state = store.get_limiter()
+            assert state is not None and state.set_by == batch_id
+            assert state.blocked_until is not None
+            assert state.blocked_until > datetime.now(UTC) + timedelta(seconds=30)
+
+            # another process, same database: it sees the limiter and sends nothing
+            sent = sim.stats.requests
+            second = subprocess.run(
+                [sys.executable, "-m", "intel_cli", "enrich", str(inputs), "--quiet"],
+                capture_output=True, text=True, env=os.environ.copy(), timeout=60,
+            )
+            assert second.returncode == ExitCode.RATE_LIMITED, second.stderr
+            assert f"(set by {batch_id})" in second.stderr
+            assert sim.stats.requests == sent
+
+            reset = runner.invoke(app, ["limiter", "reset"])
+            assert reset.exit_code == 0, reset.stderr
+            assert store.get_limiter() is None
+            third = runner.invoke(app, ["enrich", str(inputs), "--json"])
+            assert third.exit_code == 0, third.stderr
+            assert json.loads(third.stdout)["enriched"] == 3
     finally:
         store.close()
