@@ -90,10 +90,18 @@ ALTER TABLE intel_limiter ENABLE ROW LEVEL SECURITY;
 -- The metrics of SPEC 2.3 for one window, in the shape `intel metrics --json` prints (without
 -- `success` and `timeframe`). Every store computes them here or with the same arithmetic:
 -- exact numeric sums, rounded half away from zero at the end.
+--
+-- The metrics functions run their query with EXECUTE ... USING so that it is planned for the
+-- actual window on every call: a generic plan (what an SQL-language function gets) does not
+-- know a 24 h window is small, and hash-joins every intel_results row of every batch.
 CREATE FUNCTION intel_metrics(since timestamptz, until timestamptz, recent integer DEFAULT 10)
 RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
+LANGUAGE plpgsql STABLE
+AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE $q$
     SELECT jsonb_build_object(
         'summary', jsonb_build_object(
             'totalBatches', s.batches,
@@ -121,7 +129,7 @@ AS $$
                 SELECT r.model, count(*) AS n
                 FROM intel_results r
                 JOIN intel_logs l ON l.batch_id = r.batch_id
-                WHERE l.created_at >= intel_metrics.since AND l.created_at < intel_metrics.until
+                WHERE l.created_at >= $1 AND l.created_at < $2
                   AND r.model IS NOT NULL
                 GROUP BY r.model
             ) m
@@ -148,9 +156,9 @@ AS $$
             ) ORDER BY b.created_at DESC, b.id DESC)
             FROM (
                 SELECT * FROM intel_logs l
-                WHERE l.created_at >= intel_metrics.since AND l.created_at < intel_metrics.until
+                WHERE l.created_at >= $1 AND l.created_at < $2
                 ORDER BY l.created_at DESC, l.id DESC
-                LIMIT greatest(intel_metrics.recent, 0)
+                LIMIT greatest($3, 0)
             ) b
         ), '[]'::jsonb)
     )
@@ -167,16 +175,23 @@ AS $$
                coalesce(sum(l.cache_read_tokens), 0) AS cache_read,
                coalesce(sum(l.cache_write_tokens), 0) AS cache_write
         FROM intel_logs l
-        WHERE l.created_at >= intel_metrics.since AND l.created_at < intel_metrics.until
+        WHERE l.created_at >= $1 AND l.created_at < $2
     ) s
-$$;
+    $q$ INTO result USING since, until, recent;
+    RETURN result;
+END
+$fn$;
 
 
 -- `intel metrics --by day`: one element per UTC day with batches in the window, oldest first.
 CREATE FUNCTION intel_metrics_by_day(since timestamptz, until timestamptz)
 RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
+LANGUAGE plpgsql STABLE
+AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE $q$
     SELECT coalesce(jsonb_agg(jsonb_build_object(
         'day', d.day,
         'batches', d.batches,
@@ -195,17 +210,24 @@ AS $$
                sum(l.failed) AS failed,
                sum(l.cost) AS cost
         FROM intel_logs l
-        WHERE l.created_at >= intel_metrics_by_day.since AND l.created_at < intel_metrics_by_day.until
+        WHERE l.created_at >= $1 AND l.created_at < $2
         GROUP BY 1
     ) d
-$$;
+    $q$ INTO result USING since, until;
+    RETURN result;
+END
+$fn$;
 
 
 -- `intel metrics --by model`: per model of the window's intel_results rows.
 CREATE FUNCTION intel_metrics_by_model(since timestamptz, until timestamptz)
 RETURNS jsonb
-LANGUAGE sql STABLE
-AS $$
+LANGUAGE plpgsql STABLE
+AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE $q$
     SELECT coalesce(jsonb_agg(jsonb_build_object(
         'model', m.model,
         'contacts', m.contacts,
@@ -227,12 +249,15 @@ AS $$
                sum(r.cost) AS cost
         FROM intel_results r
         JOIN intel_logs l ON l.batch_id = r.batch_id
-        WHERE l.created_at >= intel_metrics_by_model.since
-          AND l.created_at < intel_metrics_by_model.until
+        WHERE l.created_at >= $1
+          AND l.created_at < $2
           AND r.model IS NOT NULL
         GROUP BY r.model
     ) m
-$$;
+    $q$ INTO result USING since, until;
+    RETURN result;
+END
+$fn$;
 
 
 -- Set the global limiter, keeping the later of the stored and the new blocked_until: one
