@@ -11,6 +11,7 @@ here, not in a user's project. No external service is ever called.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -724,3 +725,23 @@ def test_limiter_rpcs_run_the_real_functions(
     assert cleared is not None and cleared.set_by == "b_2"
     assert pg.get_limiter() is None
     assert supa.reset_limiter() is None
+
+
+def test_commands_check_migrations_over_rest_even_with_a_db_url(
+    env: FakeRest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a direct connection that cannot be reached must not stop commands that use REST
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: connections are refused
+    db_url = f"postgresql://postgres:pw-9f8e7d@127.0.0.1:{port}/postgres"
+    monkeypatch.setenv("SUPABASE_DB_URL", db_url)
+    migrated(env)
+    env.reply("GET", "/intel_limiter", httpx.Response(200, json=[]))
+    result = runner.invoke(app, ["limiter", "status", "--json", "--store", "supabase"])
+    assert result.exit_code == 0, result.stderr
+    unreachable = runner.invoke(app, ["migrate", "--status", "--store", "supabase"])
+    assert unreachable.exit_code == ExitCode.CONFIG
+    shown = f"postgresql://postgres:***@127.0.0.1:{port}/postgres"
+    assert f"cannot reach the store {shown}" in unreachable.stderr
+    assert "pw-9f8e7d" not in unreachable.stderr + unreachable.stdout

@@ -393,6 +393,10 @@ class SupabaseStore(Store):
         if self._db_url:
             with self._direct("reading the migrations") as db:
                 return db.migrations()
+        return self._rest_migrations()
+
+    def _rest_migrations(self) -> tuple[list[str], list[Migration]]:
+        """Applied and pending, read over REST (the service role bypasses RLS)."""
         try:
             rows = self._execute(
                 self._table("intel_schema_migrations").select("name").order("name")
@@ -408,8 +412,11 @@ class SupabaseStore(Store):
             return db.migrate()
 
     def require_migrated(self) -> None:
-        """Raise the exit-4 'not migrated' error when a migration is pending (SPEC 2.1)."""
-        _, pending = self.migrations()
+        """Raise the exit-4 'not migrated' error when a migration is pending (SPEC 2.1).
+        Over REST even when SUPABASE_DB_URL is set: every command but `intel migrate` works
+        through REST, and a direct connection may not be reachable from here (Supabase's
+        direct host is IPv6-only without the pooler)."""
+        _, pending = self._rest_migrations()
         if pending:
             names = ", ".join(m.name for m in pending)
             raise NotMigrated(
