@@ -151,8 +151,13 @@ def test_a_failing_migration_leaves_nothing_behind(
             pg_module, "load_postgres_migrations", lambda: [*shipped, pg_module.with_record(broken)]
         )
 
-        with pytest.raises(psycopg.errors.UndefinedTable):
+        with pytest.raises(StoreUnavailable) as caught:
             store.migrate()
+
+        assert str(caught.value).startswith(
+            f"migration 0002_broken failed on {store.display_name} and was rolled back "
+            '(relation "no_such_table" does not exist'
+        )
 
         assert store.migrations()[0] == ["0001_initial"]
         with store._cursor() as cur:

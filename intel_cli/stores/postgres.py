@@ -548,5 +548,13 @@ class PostgresStore(Store):
                         cur.execute(migration.sql.encode())
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     raise self._unreachable(exc) from None
+                except psycopg.Error as exc:
+                    # e.g. a role that may not CREATE in the schema; the transaction is gone
+                    reason = redact(" ".join(str(exc).split()))
+                    raise StoreUnavailable(
+                        f"migration {migration.name} failed on {self.display_name} and was "
+                        f"rolled back ({reason}): the store is unchanged; check that this user "
+                        "may create tables and functions there, then run `intel migrate` again"
+                    ) from None
             done.append(migration.name)
         return done
