@@ -510,3 +510,20 @@ def test_a_429_in_one_process_stops_another_through_the_postgres_limiter(
             assert json.loads(third.stdout)["enriched"] == 3
     finally:
         store.close()
+
+
+def test_a_statement_the_server_refuses_is_exit_4_and_the_connection_stays(
+    admin_url: str,
+) -> None:
+    store = fresh_postgres_store(admin_url)
+    try:
+        with store._cursor() as cur:
+            cur.execute("SET statement_timeout = '50ms'")
+        with pytest.raises(StoreUnavailable, match="could not run a statement .*statement timeout"):
+            with store._cursor() as cur:
+                cur.execute("SELECT pg_sleep(1)")
+        with store._cursor() as cur:
+            cur.execute("RESET statement_timeout")
+        assert store.get_limiter() is None
+    finally:
+        store.close()

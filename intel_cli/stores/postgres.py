@@ -203,10 +203,10 @@ def load_postgres_migrations() -> list[Migration]:
     return [with_record(m) for m in load_migrations(BACKEND)]
 
 
-def not_migrated_message(display_name: str, store_arg: str | None = None) -> str:
+def not_migrated_message(display_name: str) -> str:
     return (
         f"the store at {display_name} has not been migrated: "
-        f"run `intel migrate --store {store_arg or display_name}`"
+        f"run `intel migrate --store {display_name}`"
     )
 
 
@@ -271,7 +271,14 @@ class PostgresStore(Store):
                     raise self._not_migrated() from None
                 raise
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                raise self._unreachable(exc) from None
+                if conn.closed or conn.broken:
+                    raise self._unreachable(exc) from None
+                # the server is there but refused this statement (timeout, lock, conflict)
+                reason = redact(" ".join(str(exc).split())) or type(exc).__name__
+                raise StoreUnavailable(
+                    f"the store {self.display_name} could not run a statement ({reason}): "
+                    "retry shortly"
+                ) from None
 
     def close(self) -> None:
         with self._lock:
