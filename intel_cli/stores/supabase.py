@@ -146,7 +146,6 @@ class SupabaseStore(Store):
     # --- HTTP and errors ---------------------------------------------------------------------
     def _remember_status(self, response: httpx.Response) -> None:
         self._status.code = response.status_code
-        self._status.reason = response.reason_phrase
 
     def _execute(self, request: Any) -> Any:
         """Send a built supabase-py request; its `.data`, or the user-facing error.
@@ -183,7 +182,7 @@ class SupabaseStore(Store):
         if status is None or status >= 500 or status in (404, 408, 429):
             return StoreUnavailable(
                 f"the store {self.display_name} answered HTTP {status} ({code or 'no code'}: "
-                f"{said}): check the project is up (paused projects answer like this) and retry"
+                f"{said}): check that the project is up (not paused), then retry"
             )
         return exc  # a request we built wrong: a bug, exit 1 with --debug for details
 
