@@ -1,6 +1,7 @@
-"""The enrichment pipeline through the real SDK over real HTTP against the simulator, into a
-real SQLite store: accounting, retries, re-ask, the global limiter, abort, adaptive retry,
-order, skipped rows and duplicates (SPEC 2.2, 3.1, 4.1)."""
+"""The enrichment pipeline through the real SDK over real HTTP against the simulator, into
+real stores (conftest's `store`: SQLite, and PostgreSQL when INTEL_TEST_POSTGRES_URL is set):
+accounting, retries, re-ask, the global limiter, abort, adaptive retry, order, skipped rows
+and duplicates (SPEC 2.2, 3.1, 4.1)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncio
 import csv
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +22,6 @@ from intel_cli.pipeline import Progress, RunOptions, RunSummary, run
 from intel_cli.pricing import price
 from intel_cli.simulator import FaultRule, Simulator, SimulatorConfig
 from intel_cli.stores.base import Store
-from intel_cli.stores.sqlite import SQLiteStore
 from intel_cli.usage import Usage
 
 MODEL = "claude-sonnet-4-5"
@@ -54,16 +53,6 @@ def people(n: int) -> list[dict[str, str]]:
 def read_output(path: str) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = SQLiteStore(tmp_path / "store.db")
-    s.migrate()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def simulator(**overrides: Any) -> Simulator:

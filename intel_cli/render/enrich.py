@@ -54,7 +54,7 @@ class ProgressBar:
             transient=False,
         )
         self._task = self._progress.add_task(
-            "enrich", total=None, enriched=0, failed=0, cost=money(0), rate="-"
+            "reading contacts", total=None, enriched=0, failed=0, cost=money(0), rate="-"
         )
 
     def __enter__(self) -> ProgressBar:
