@@ -53,7 +53,9 @@ def enrich_command(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Contact files (CSV, TSV, JSON, JSONL), or - for stdin.", show_default=False
+            metavar="INPUT",
+            help="Contact files (CSV, TSV, JSON, JSONL), or - for stdin.",
+            show_default=False,
         ),
     ],
     output: Annotated[
@@ -61,7 +63,7 @@ def enrich_command(
         typer.Option(
             "--output", "-o",
             help="Output file (.csv, .json, .jsonl), or - for CSV on stdout. "
-            "[default: <input stem>.enriched.csv next to the input]",
+            "Default: <input stem>.enriched.csv next to the input.",
             show_default=False,
         ),
     ] = None,
@@ -91,7 +93,8 @@ def enrich_command(
     batch_id: Annotated[
         str | None,
         typer.Option(
-            "--batch-id", help="Batch id, unique in the store. [default: b_YYYYMMDDTHHMMSS_xxxxxx]",
+            "--batch-id",
+            help="Batch id, unique in the store. Default: b_YYYYMMDDTHHMMSS_xxxxxx (UTC).",
             show_default=False,
         ),
     ] = None,
