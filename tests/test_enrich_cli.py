@@ -9,8 +9,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -245,3 +247,40 @@ def test_stdin_in_csv_out_on_stdout(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["intel_status"] for r in rows] == ["enriched"] * 3 + ["skipped"]
+
+
+def test_ctrl_c_exits_130_with_the_batch_interrupted_and_the_output_written(
+    tmp_path: Path, intel_home: Path
+) -> None:
+    """A real SIGINT to a real process, while every request hangs in the simulator."""
+    inputs = contacts(tmp_path, n=6)
+    env = {**os.environ, "INTEL_SIMULATE_TTFT": "30"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "intel_cli", "enrich", str(inputs), "--simulate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert child.stderr is not None
+        first = child.stderr.readline()  # the first progress line: the batch exists
+        assert first.startswith("enrich: 0/6"), first
+        child.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        stdout, stderr = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert time.monotonic() - began < 5  # in-flight requests get 2 s, then are cancelled
+    assert child.returncode == ExitCode.INTERRUPTED, stderr
+    assert "Error: interrupted: progress saved in batch b_" in stderr
+    assert "Traceback" not in stderr
+    batch_id = stdout.split("Batch ", 1)[1].split(":", 1)[0]
+    with store(intel_home) as s:
+        batch = s.get_batch(batch_id)
+        results = s.batch_results(batch_id)
+    assert batch is not None and batch["status"] == "interrupted"
+    assert len(results) == 7  # six contacts and the skipped row, none lost
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "list.enriched.csv").read_text())))
+    assert [r["intel_status"] for r in rows] == ["failed"] * 6 + ["skipped"]
+    assert rows[0]["intel_error"] == "unfinished: run interrupted"
+    assert rows[5]["intel_error"] == "not sent: run interrupted"
