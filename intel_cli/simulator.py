@@ -805,6 +805,10 @@ class Simulator:
         with self._lock:
             self._billed.append(usage)
 
+    def _unbill(self, request_id: str) -> None:
+        with self._lock:
+            self._billed = [b for b in self._billed if b["request_id"] != request_id]
+
     def _authenticate(self, headers: Any) -> None:
         key = headers.get("x-api-key")
         if not key:
@@ -883,12 +887,6 @@ class Simulator:
         if base <= 0:
             return 0.0
         return base * (1 + cfg.jitter * (2 * self._uniform() - 1))
-
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep unless the server stops first; True when it slept the full time."""
-        if seconds <= 0:
-            return not self._stopping.is_set()
-        return not self._stopping.wait(seconds)
 
     def messages(self, body: dict[str, Any], raw: str) -> _Answer:
         """Work out the answer to one POST /v1/messages (may raise _Reply)."""
@@ -1103,6 +1101,9 @@ def _peer_gone(conn: socket.socket) -> bool:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes; with Nagle on, delayed ACKs add ~40 ms to
+    # every response
+    disable_nagle_algorithm = True
     server_version = "intel-simulator"
     sys_version = ""
     server: _Server
@@ -1175,11 +1176,40 @@ class _Handler(BaseHTTPRequestHandler):
         body, raw = self._json_body()
         # rules match the raw body and its canonical form (non-ASCII may arrive escaped)
         answer = sim.messages(body, raw + "\n" + _compact(body))
-        if not sim._sleep(answer.delay) or _peer_gone(self.connection):
+        if not self._wait(answer.delay):
             self.close_connection = True
             return  # not billed: nobody is there to read it
-        self._send_json(200, answer.message, answer.headers, answer.request_id)
+        # billed before the write, so a client that has its answer always finds it in
+        # `billed`; taken back if the write fails
         sim._bill(answer.usage)
+        try:
+            self._send_json(200, answer.message, answer.headers, answer.request_id)
+        except OSError:
+            sim._unbill(answer.request_id)
+            raise
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep `seconds` (latency or a hang) unless the server stops or the client leaves
+        first, as a real server stops generating for a closed connection; True when the
+        answer should still be sent."""
+        stopping = self.server.simulator._stopping
+        conn = self.connection
+        deadline = time.monotonic() + seconds
+        while not stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return not _peer_gone(conn)
+            # wakes early when the client closes (the socket turns readable); short slices
+            # keep an eye on `stopping` too
+            try:
+                readable, _, _ = select.select([conn], [], [], min(left, 0.1))
+            except (OSError, ValueError):
+                return False
+            if readable:
+                if _peer_gone(conn):
+                    return False
+                stopping.wait(min(left, 0.1))  # unread data, not a close: don't spin
+        return False
 
     def _count_tokens(self) -> None:
         body, _ = self._json_body()

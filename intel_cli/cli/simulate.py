@@ -49,8 +49,7 @@ def _serve(
             # wait() with a timeout so the main thread gets to run the signal handlers
             while not stop.wait(0.5):
                 pass
-            stats = sim.stats
-            billed = len(sim.billed)
+        stats, billed = sim.stats, len(sim.billed)  # after stop(): every thread has finished
         typer.echo(
             f"Stopped. {stats.requests} requests, {billed} billed, "
             f"{stats.rate_limited} rate-limited."
