@@ -29,6 +29,7 @@ Rules the rest of the project can rely on (documented here because tests assert 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -56,8 +57,6 @@ FAULTS: frozenset[str] = frozenset(
 # Output tokens reserved against the output-tokens bucket per request at most: a request
 # asking max_tokens=64000 for a 400-token answer should not be refused for it.
 OUTPUT_RESERVE_CAP = 1024
-
-DEFAULT_PORT = 8787
 
 # status -> (Anthropic error type, message) for injected errors
 _ERRORS: dict[int, tuple[str, str]] = {
@@ -620,20 +619,21 @@ def fill_schema(schema: dict[str, Any], hints: dict[str, Any], rng: random.Rando
     return text
 
 
+@functools.cache
 def _intel_schema() -> dict[str, Any]:
+    # the schema of a plain request (no format, no forced tool); cached: pydantic builds it
+    # afresh on every call and this runs per request. Callers never mutate it.
     from intel_cli.schema import json_schema
 
     return json_schema()
 
 
-def _invalid_text(intel: dict[str, Any], rng: random.Random) -> str:
-    if rng.random() < 0.5:
+def _invalid_text(answer: dict[str, Any], required: list[str], rng: random.Random) -> str:
+    """Output that fails the schema: prose, or the JSON answer without two required fields."""
+    if not required or rng.random() < 0.5:
         return ("I'm sorry, I could not find reliable public information about this contact, "
                 "so I can't provide structured intelligence for them.")
-    broken = dict(intel)
-    for key in ("confidence", "platform"):
-        broken.pop(key, None)
-    return _compact_answer(broken)
+    return _compact_answer({k: v for k, v in answer.items() if k not in required[:2]})
 
 
 def _compact_answer(value: Any) -> str:
@@ -1018,12 +1018,14 @@ def _compose(
     status = "ok"
     if fault == "invalid":
         status = "invalid"
+        listed = schema.get("required") if isinstance(schema, dict) else None
+        required = [str(k) for k in listed] if isinstance(listed, list) else []
         if tool is not None:
-            required = schema.get("required") if isinstance(schema, dict) else None
-            drop = list(required) if isinstance(required, list) and required else list(answer)
+            # a tool input is always an object: leave out required fields (or everything)
+            drop = required or list(answer)
             answer = {k: v for k, v in answer.items() if k not in drop[:2]}
         else:
-            answer = _invalid_text(answer if isinstance(answer, dict) else intel, rng)
+            answer = _invalid_text(answer if isinstance(answer, dict) else {}, required, rng)
 
     full = answer if isinstance(answer, str) else _compact_answer(answer)
     output_tokens = tokens_for(full)
@@ -1058,6 +1060,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    # the default backlog of 5 drops connections when a benchmark opens dozens at once, and a
+    # dropped SYN costs the client a 1 s retransmit
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
                  simulator: Simulator) -> None:

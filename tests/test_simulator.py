@@ -60,6 +60,7 @@ def structured(content: str, **extra: Any) -> dict[str, Any]:
 def sim() -> Iterator[Simulator]:
     with Simulator(SimulatorConfig.instant()) as s:
         yield s
+        assert s.stats.internal_errors == []
 
 
 def client(sim: Simulator, **kwargs: Any) -> anthropic.Anthropic:
@@ -120,6 +121,28 @@ def test_intelligence_is_derived_from_the_contact(
     assert intel.confidence == confidence
     assert intel.reasoning.startswith("[SIMULATED]")
     assert simulated_intelligence(text) == intel.model_dump()  # same contact, same answer
+
+
+def test_reads_the_projects_own_prompt() -> None:
+    from intel_cli.contacts import Contact
+    from intel_cli.prompt import RunContext, build_prompt
+
+    contact = Contact(
+        row_index=0, values={}, email="Jo.Bloggs@bbc.co.uk", name="Jo Bloggs",
+        company="BBC Radio 6 Music", role="Producer", context={"genre": "Post-punk, Indie"},
+    )
+    _, user = build_prompt(contact, RunContext(campaign="radio", region="Scotland"))
+    intel = simulated_intelligence(user)
+    assert intel["platform"] == "BBC Radio" and intel["confidence"] == "High"
+    assert intel["role"] == "Producer"
+    assert intel["genres"] == ["Post-punk", "Indie"]
+    assert "Jo.Bloggs@bbc.co.uk" in intel["contactMethod"]
+
+    no_email = Contact(row_index=1, values={}, name="Al", company="Kiss FM", role="DJ")
+    _, user = build_prompt(no_email, RunContext())
+    intel = simulated_intelligence(user)
+    assert intel["platform"] == "Kiss FM" and intel["confidence"] == "Low"
+    assert "radio" in intel["format"].lower()
 
 
 def test_kinds_follow_domain_words() -> None:

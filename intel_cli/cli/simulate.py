@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-from intel_cli.simulator import DEFAULT_PORT  # stdlib-only at import time: --help stays fast
+# The simulator module (http.server and friends) is imported only when the command runs, so
+# every other `intel` command starts without it.
+DEFAULT_PORT = 8787
 
 
 def _serve(
