@@ -1123,6 +1123,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._run(self._not_found)
 
+    # answered in the API's own error shape rather than http.server's HTML 501
+    do_DELETE = do_PUT = do_PATCH = do_GET
+
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         routes: dict[str, Callable[[], None]] = {

@@ -69,9 +69,11 @@ def client(sim: Simulator, **kwargs: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(**options)
 
 
-def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+def post(
+    url: str, body: dict[str, Any], headers: dict[str, str], method: str = "POST"
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url, data=json.dumps(body).encode(), method=method,
         headers={"content-type": "application/json", **headers},
     )
     try:
@@ -165,7 +167,12 @@ def test_forced_tool_use(sim: Simulator) -> None:
             tool_choice={"type": "tool", "name": "record_intel"},
         )
     assert message.stop_reason == "tool_use"
+    tools = [{"name": "other", "input_schema": {"type": "object"}}, tool]
+    sent = _compact([{"role": "user", "content": prompt()}]) + _compact(tools)
+    assert message.usage.input_tokens == math.ceil(len(sent) / 4)
     (block,) = message.content
+    answer = json.dumps(block.input, separators=(",", ":"), ensure_ascii=False)
+    assert message.usage.output_tokens == math.ceil(len(answer) / 4)
     assert block.type == "tool_use" and block.name == "record_intel"
     assert Intelligence.model_validate(block.input).reasoning.startswith("[SIMULATED]")
 
@@ -239,6 +246,8 @@ def test_streaming_and_malformed_requests_are_400(sim: Simulator) -> None:
     assert status == 400 and "max_tokens" in body["error"]["message"]
     status, _ = post(f"{sim.base_url}/v1/nope", {}, {"x-api-key": "k"})
     assert status == 404
+    status, body = post(f"{sim.base_url}/v1/messages", {}, {"x-api-key": "k"}, method="DELETE")
+    assert status == 404 and body["error"]["type"] == "not_found_error"
 
 
 # --- usage and billing -----------------------------------------------------------------------
