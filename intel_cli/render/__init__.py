@@ -6,16 +6,25 @@ warnings and errors, so `--json` on stdout stays machine-readable.
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 
 _stdout: Console | None = None
 _stderr: Console | None = None
 
 
+# When stdout is not a terminal (cron mail, a pipe, a file) Rich would assume 80 columns and
+# squeeze the wide tables into ellipses; nothing there needs to fit a screen.
+PIPE_WIDTH = 120
+
+
 def stdout() -> Console:
     global _stdout
     if _stdout is None:
         _stdout = Console(highlight=False, soft_wrap=False)
+        if not _stdout.is_terminal and "COLUMNS" not in os.environ:
+            _stdout.width = PIPE_WIDTH
     return _stdout
 
 
