@@ -8,6 +8,7 @@ definitions of SPEC 2.3 are computed by the database on every backend.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -167,6 +168,32 @@ class Store(ABC):
     @abstractmethod
     def migrate(self) -> list[str]:
         """Apply the pending migrations, each in a transaction; return the names applied."""
+
+    def find_cached_many(
+        self, contact_keys: Sequence[str], *, prompt_version: str, model: str, since: datetime
+    ) -> dict[str, dict[str, Any]]:
+        """`find_cached` for many keys: key -> its newest reusable result (keys without one
+        are absent). Backends override this with one query per chunk of keys."""
+        found: dict[str, dict[str, Any]] = {}
+        for key in dict.fromkeys(contact_keys):
+            row = self.find_cached(key, prompt_version=prompt_version, model=model, since=since)
+            if row is not None:
+                found[key] = row
+        return found
+
+    # --- resume and heartbeats (SPEC 4.3) ---------------------------------------------
+    @abstractmethod
+    def update_batch(
+        self,
+        batch_id: str,
+        *,
+        metadata: dict[str, Any],
+        status: str | None = None,
+        now: datetime,
+    ) -> None:
+        """Merge `metadata` into the batch's metadata (top-level keys replace); with `status`,
+        set it too (`running` also clears finished_at: a resumed batch). Raises UsageError
+        when there is no such batch."""
 
     # --- lifecycle --------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - backends without resources need not override

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -502,6 +502,53 @@ class PostgresStore(Store):
             )
             row = cur.fetchone()
         return None if row is None else result_row(row)
+
+    def find_cached_many(
+        self, contact_keys: Sequence[str], *, prompt_version: str, model: str, since: datetime
+    ) -> dict[str, dict[str, Any]]:
+        keys = list(dict.fromkeys(contact_keys))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 1000):
+            with self._cursor() as cur:
+                cur.execute(
+                    """
+                    SELECT DISTINCT ON (contact_key) * FROM intel_results
+                    WHERE contact_key = ANY(%s) AND prompt_version = %s AND model = %s
+                      AND status = 'enriched' AND intel IS NOT NULL AND created_at >= %s
+                    ORDER BY contact_key, created_at DESC, id DESC
+                    """,
+                    (keys[start : start + 1000], prompt_version, model, utc(since)),
+                )
+                rows = cur.fetchall()
+            for row in rows:
+                found[row["contact_key"]] = result_row(row)
+        return found
+
+    # --- resume and heartbeats -------------------------------------------------------------------
+    def update_batch(
+        self,
+        batch_id: str,
+        *,
+        metadata: dict[str, Any],
+        status: str | None = None,
+        now: datetime,
+    ) -> None:
+        if status is not None and status not in BATCH_STATUSES:
+            raise ValueError(f"unknown batch status {status!r}")
+        with self._cursor() as cur:
+            cur.execute(
+                """
+                UPDATE intel_logs SET
+                    metadata = coalesce(metadata, '{}'::jsonb) || %s::jsonb,
+                    status = coalesce(%s, status),
+                    finished_at = CASE WHEN %s = 'running' THEN NULL ELSE finished_at END
+                WHERE batch_id = %s
+                """,
+                (to_json(metadata), status, status, batch_id),
+            )
+            updated = cur.rowcount
+        if updated == 0:
+            raise UsageError(f"no batch {batch_id!r} in the store {self.display_name}")
 
     # --- migrations ------------------------------------------------------------------------------
     def applied_migrations(self) -> list[str]:

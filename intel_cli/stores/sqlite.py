@@ -451,6 +451,64 @@ class SQLiteStore(Store):
         )
         return _result_row(rows[0]) if rows else None
 
+    def find_cached_many(
+        self, contact_keys: Sequence[str], *, prompt_version: str, model: str, since: datetime
+    ) -> dict[str, dict[str, Any]]:
+        keys = list(dict.fromkeys(contact_keys))
+        found: dict[str, dict[str, Any]] = {}
+        # chunks stay under SQLite's bound-parameter limit
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._query(
+                f"""
+                SELECT * FROM (
+                    SELECT *, {_COST_UNITS} AS cost_units, ROW_NUMBER() OVER (
+                        PARTITION BY contact_key ORDER BY created_at DESC, id DESC
+                    ) AS cache_rank
+                    FROM intel_results
+                    WHERE contact_key IN ({marks}) AND prompt_version = ? AND model = ?
+                        AND status = 'enriched' AND intel IS NOT NULL AND created_at >= ?
+                ) WHERE cache_rank = 1
+                """,
+                (*chunk, prompt_version, model, to_text(since)),
+            )
+            for row in rows:
+                row.pop("cache_rank", None)
+                found[row["contact_key"]] = _result_row(row)
+        return found
+
+    # --- resume and heartbeats (SPEC 4.3) ---------------------------------------------------
+    def update_batch(
+        self,
+        batch_id: str,
+        *,
+        metadata: dict[str, Any],
+        status: str | None = None,
+        now: datetime,
+    ) -> None:
+        if status is not None and status not in BATCH_STATUSES:
+            raise ValueError(f"unknown batch status {status!r}")
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT metadata FROM intel_logs WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            if row is None:
+                raise UsageError(f"no batch {batch_id!r} in the store {self.display_name}")
+            merged = json.loads(row[0]) if row[0] else {}
+            merged.update(metadata)
+            if status is None:
+                conn.execute(
+                    "UPDATE intel_logs SET metadata = ? WHERE batch_id = ?",
+                    (_json(merged), batch_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE intel_logs SET metadata = ?, status = ?, finished_at = CASE"
+                    " WHEN ? = 'running' THEN NULL ELSE finished_at END WHERE batch_id = ?",
+                    (_json(merged), status, status, batch_id),
+                )
+
     # --- migrations (SPEC 2.5) ------------------------------------------------------------
     def _applied(self) -> list[str]:
         exists = self._query(

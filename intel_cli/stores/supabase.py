@@ -378,6 +378,35 @@ class SupabaseStore(Store):
         rows = self._execute(query)
         return result_row(rows[0]) if rows else None
 
+    # --- resume and heartbeats -------------------------------------------------------------------
+    def update_batch(
+        self,
+        batch_id: str,
+        *,
+        metadata: dict[str, Any],
+        status: str | None = None,
+        now: datetime,
+    ) -> None:
+        if status is not None and status not in BATCH_STATUSES:
+            raise ValueError(f"unknown batch status {status!r}")
+        # PostgREST cannot merge jsonb in an update: read, merge, write back (only the
+        # process running a batch updates it)
+        found = self._execute(
+            self._table("intel_logs").select("metadata").eq("batch_id", batch_id).limit(1)
+        )
+        if not found:
+            raise UsageError(f"no batch {batch_id!r} in the store {self.display_name}")
+        merged = dict(found[0].get("metadata") or {})
+        merged.update(metadata)
+        values: dict[str, Any] = {"metadata": redacted(merged)}
+        if status is not None:
+            values["status"] = status
+            if status == "running":
+                values["finished_at"] = None
+        self._execute(
+            self._table("intel_logs").update(values, returning="minimal").eq("batch_id", batch_id)
+        )
+
     # --- migrations ------------------------------------------------------------------------------
     def _direct(self, purpose: str) -> PostgresStore:
         if not self._db_url:
