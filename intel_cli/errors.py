@@ -72,3 +72,9 @@ class Interrupted(IntelError):
     """Ctrl-C (SIGINT) or SIGTERM stopped the run; progress is saved."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """SIGTERM stopped the run (exit 143, the shell's 128 + 15); progress is saved."""
+
+    exit_code = ExitCode.TERMINATED
