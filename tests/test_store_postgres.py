@@ -39,7 +39,11 @@ from tests.pg import blank_schema_url, fresh_postgres_store
 pytestmark = pytest.mark.postgres
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-TABLES = ("intel_schema_migrations", "intel_logs", "intel_results", "intel_limiter")
+TABLES = (
+    "intel_schema_migrations", "intel_logs", "intel_results", "intel_limiter",
+    "intel_budget", "intel_budget_holds",
+)
+SHIPPED = [m.name for m in load_migrations("postgres")]
 EXAMPLES = Path(__file__).parents[1] / "examples" / "contacts.csv"
 runner = CliRunner()
 
@@ -126,16 +130,16 @@ def test_an_upgrade_applies_only_the_new_migration(
     blank_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with PostgresStore(blank_url) as store:
-        assert store.migrate() == ["0001_initial"]
-        extra = Migration("0002_note", "ALTER TABLE intel_logs ADD COLUMN note text;")
+        assert store.migrate() == SHIPPED
+        extra = Migration("9999_note", "ALTER TABLE intel_logs ADD COLUMN note text;")
         shipped = pg_module.load_postgres_migrations()
         monkeypatch.setattr(
             pg_module, "load_postgres_migrations", lambda: [*shipped, pg_module.with_record(extra)]
         )
 
-        assert [m.name for m in store.migrations()[1]] == ["0002_note"]
-        assert store.migrate() == ["0002_note"]
-        assert store.migrations() == (["0001_initial", "0002_note"], [])
+        assert [m.name for m in store.migrations()[1]] == ["9999_note"]
+        assert store.migrate() == ["9999_note"]
+        assert store.migrations() == ([*SHIPPED, "9999_note"], [])
 
 
 def test_a_failing_migration_leaves_nothing_behind(
@@ -144,7 +148,7 @@ def test_a_failing_migration_leaves_nothing_behind(
     with PostgresStore(blank_url) as store:
         store.migrate()
         broken = Migration(
-            "0002_broken", "CREATE TABLE intel_half (x int);\nSELECT * FROM no_such_table;"
+            "9999_broken", "CREATE TABLE intel_half (x int);\nSELECT * FROM no_such_table;"
         )
         shipped = pg_module.load_postgres_migrations()
         monkeypatch.setattr(
@@ -155,11 +159,11 @@ def test_a_failing_migration_leaves_nothing_behind(
             store.migrate()
 
         assert str(caught.value).startswith(
-            f"migration 0002_broken failed on {store.display_name} and was rolled back "
+            f"migration 9999_broken failed on {store.display_name} and was rolled back "
             '(relation "no_such_table" does not exist'
         )
 
-        assert store.migrations()[0] == ["0001_initial"]
+        assert store.migrations()[0] == SHIPPED
         with store._cursor() as cur:
             cur.execute("SELECT to_regclass('intel_half') IS NULL AS gone")
             row = cur.fetchone()
@@ -181,8 +185,8 @@ def test_two_concurrent_migrate_runs_apply_each_migration_once(blank_url: str) -
     for t in threads:
         t.join(30)
     try:
-        assert sorted(applied) == [[], [], ["0001_initial"]]
-        assert stores[0].migrations() == (["0001_initial"], [])
+        assert sorted(applied) == [[], [], SHIPPED]
+        assert stores[0].migrations() == (SHIPPED, [])
     finally:
         for s in stores:
             s.close()

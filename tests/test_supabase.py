@@ -28,7 +28,7 @@ from intel_cli.cli import app
 from intel_cli.errors import BatchExists, ConfigError, ExitCode, StoreUnavailable, UsageError
 from intel_cli.stores import open_store
 from intel_cli.stores.base import BatchTotals, ContactResult
-from intel_cli.stores.postgres import PostgresStore
+from intel_cli.stores.postgres import PostgresStore, load_postgres_migrations
 from intel_cli.stores.supabase import SupabaseStore
 from intel_cli.usage import Usage
 from tests.conftest import postgres_url
@@ -176,7 +176,7 @@ def env(monkeypatch: pytest.MonkeyPatch, fake: FakeRest) -> FakeRest:
 
 
 def migrated(fake: FakeRest) -> None:
-    applied = [{"name": "0001_initial"}]
+    applied = [{"name": m.name} for m in load_postgres_migrations()]
     fake.reply("GET", "/intel_schema_migrations", httpx.Response(200, json=applied))
 
 
@@ -585,7 +585,8 @@ def test_open_store_stops_when_the_migrations_table_is_missing(env: FakeRest) ->
     env.reply("GET", "/intel_schema_migrations", httpx.Response(404, json=PGRST205))
     with pytest.raises(StoreUnavailable) as caught:
         open_store("supabase")
-    assert "has not been migrated (0001_initial pending)" in str(caught.value)
+    pending = ", ".join(m.name for m in load_postgres_migrations())
+    assert f"has not been migrated ({pending} pending)" in str(caught.value)
     request = env.only()
     assert params(request) == [("select", "name"), ("order", "name.asc")]
 
@@ -659,7 +660,7 @@ def test_migrate_with_supabase_db_url_uses_a_direct_connection(
         applied = runner.invoke(app, ["migrate", "--store", "supabase"])
         assert applied.exit_code == 0, applied.stderr
         with PostgresStore(db_url) as db:
-            assert db.migrations() == (["0001_initial"], [])
+            assert db.migrations() == ([m.name for m in load_postgres_migrations()], [])
         status = runner.invoke(app, ["migrate", "--status", "--store", "supabase"])
         assert status.exit_code == 0, status.stderr
         assert "0001_initial" in status.stdout

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -79,6 +79,16 @@ class LimiterState:
 
     def active(self, now: datetime) -> bool:
         return self.blocked_until is not None and self.blocked_until > now
+
+
+@dataclass(frozen=True)
+class BudgetDay:
+    """One UTC day of the shared daily budget: settled spend and what is held in flight."""
+
+    day: date
+    spent: Decimal
+    reserved: Decimal
+    holds: int
 
 
 @dataclass
@@ -194,6 +204,34 @@ class Store(ABC):
         """Merge `metadata` into the batch's metadata (top-level keys replace); with `status`,
         set it too (`running` also clears finished_at: a resumed batch). Raises UsageError
         when there is no such batch."""
+
+    # --- the daily budget (SPEC 4.2, INTEL_DAILY_BUDGET; intel_cli.budget) -------------
+    @abstractmethod
+    def budget_reserve(
+        self, day: date, amount: Decimal, cap: Decimal, *, batch_id: str, now: datetime,
+        expires_at: datetime,
+    ) -> int | None:
+        """Atomically, across every process sharing the store: hold `amount` of the UTC `day`
+        when its spent + unexpired holds + `amount` <= `cap` (expired holds are dropped).
+        The hold's id, or None when it does not fit (the request must not be sent)."""
+
+    @abstractmethod
+    def budget_settle(self, hold_id: int, day: date, cost: Decimal, *, now: datetime) -> None:
+        """Add a finished request's real `cost` to `day` and drop its hold, in one
+        transaction (the cost counts even when the hold had expired)."""
+
+    @abstractmethod
+    def budget_release(self, batch_id: str) -> int:
+        """Drop every hold of `batch_id` (its run has ended); how many were dropped."""
+
+    @abstractmethod
+    def budget_status(self, day: date, *, now: datetime) -> BudgetDay:
+        """The day's spent and unexpired holds."""
+
+    @abstractmethod
+    def output_history(self, model: str, *, limit: int = 1000) -> tuple[int, Decimal | None]:
+        """(n, mean output tokens) of the newest `limit` single-attempt enriched results of
+        `model`; (0, None) without history. What --dry-run expects a request to generate."""
 
     # --- lifecycle --------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - backends without resources need not override

@@ -14,7 +14,7 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from intel_cli.stores.base import (
     LIMITER_NAME,
     RESULT_STATUSES,
     BatchTotals,
+    BudgetDay,
     ContactResult,
     LimiterState,
     Migration,
@@ -612,3 +613,66 @@ class PostgresStore(Store):
                     ) from None
             done.append(migration.name)
         return done
+
+    # --- the daily budget (SPEC 4.2; intel_cli.budget) -------------------------------------------
+    def budget_reserve(
+        self, day: date, amount: Decimal, cap: Decimal, *, batch_id: str, now: datetime,
+        expires_at: datetime,
+    ) -> int | None:
+        # one function call: the day's row lock inside it makes check-then-hold atomic
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT intel_budget_reserve(%s::date, %s::numeric, %s::numeric, %s::text,"
+                " %s::timestamptz, %s::timestamptz) AS hold",
+                (day, amount, cap, batch_id, utc(now), utc(expires_at)),
+            )
+            row = cur.fetchone()
+        return None if row is None or row["hold"] is None else int(row["hold"])
+
+    def budget_settle(self, hold_id: int, day: date, cost: Decimal, *, now: datetime) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT intel_budget_settle(%s::bigint, %s::date, %s::numeric, %s::timestamptz)",
+                (hold_id, day, cost, utc(now)),
+            )
+
+    def budget_release(self, batch_id: str) -> int:
+        with self._cursor() as cur:
+            cur.execute("SELECT intel_budget_release(%s::text) AS n", (batch_id,))
+            row = cur.fetchone()
+        return int(row["n"]) if row else 0
+
+    def budget_status(self, day: date, *, now: datetime) -> BudgetDay:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT intel_budget_status(%s::date, %s::timestamptz) AS j", (day, utc(now))
+            )
+            row = cur.fetchone()
+        assert row is not None
+        return budget_day(day, row["j"])
+
+    def output_history(self, model: str, *, limit: int = 1000) -> tuple[int, Decimal | None]:
+        with self._cursor() as cur:
+            cur.execute("SELECT intel_output_history(%s::text, %s::integer) AS j", (model, limit))
+            row = cur.fetchone()
+        assert row is not None
+        return output_history(row["j"])
+
+
+def budget_day(day: date, raw: Any) -> BudgetDay:
+    """intel_budget_status's JSON (a direct connection or Supabase's rpc) as a BudgetDay."""
+    body = json.loads(raw) if isinstance(raw, str) else (raw or {})
+    return BudgetDay(
+        day=day,
+        spent=stored_money(body.get("spent")),
+        reserved=stored_money(body.get("reserved")),
+        holds=int(body.get("holds") or 0),
+    )
+
+
+def output_history(raw: Any) -> tuple[int, Decimal | None]:
+    """intel_output_history's JSON as (n, mean output tokens)."""
+    body = json.loads(raw) if isinstance(raw, str) else (raw or {})
+    n = int(body.get("n") or 0)
+    mean = body.get("mean")
+    return (n, Decimal(str(mean))) if n and mean is not None else (0, None)

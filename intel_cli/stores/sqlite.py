@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from intel_cli.stores.base import (
     LIMITER_NAME,
     RESULT_STATUSES,
     BatchTotals,
+    BudgetDay,
     ContactResult,
     LimiterState,
     Migration,
@@ -553,6 +554,96 @@ class SQLiteStore(Store):
             applied_now.append(migration.name)
         return applied_now
 
+
+    # --- the daily budget (SPEC 4.2; intel_cli.budget) ---------------------------------------
+    def budget_reserve(
+        self, day: date, amount: Decimal, cap: Decimal, *, batch_id: str, now: datetime,
+        expires_at: datetime,
+    ) -> int | None:
+        key, at = day.isoformat(), to_text(now)
+        # BEGIN IMMEDIATE takes the file's write lock first: no other process can add a hold
+        # or a spend between our sum and our insert
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM intel_budget_holds WHERE day = ? AND expires_at <= ?", (key, at)
+            )
+            spent_units, held_units = conn.execute(
+                f"""
+                SELECT
+                    (SELECT COALESCE(SUM({_UNITS.format(col="spent")}), 0) FROM intel_budget
+                     WHERE day = :day),
+                    (SELECT COALESCE(SUM({_UNITS.format(col="amount")}), 0)
+                     FROM intel_budget_holds WHERE day = :day)
+                """,
+                {"day": key},
+            ).fetchone()
+            used = figures.money_from_units(spent_units) + figures.money_from_units(held_units)
+            if used + amount > cap:
+                return None
+            cursor = conn.execute(
+                "INSERT INTO intel_budget_holds (day, batch_id, amount, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key, batch_id, _money(amount), at, to_text(expires_at)),
+            )
+            hold = cursor.lastrowid
+        assert hold is not None
+        return int(hold)
+
+    def budget_settle(self, hold_id: int, day: date, cost: Decimal, *, now: datetime) -> None:
+        key = day.isoformat()
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {_UNITS.format(col='spent')} FROM intel_budget WHERE day = ?", (key,)
+            ).fetchone()
+            # Decimal arithmetic, written back quantised: REAL never accumulates float error
+            spent = (figures.money_from_units(row[0]) if row else Decimal(0)) + cost
+            conn.execute(
+                "INSERT INTO intel_budget (day, spent, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (day) DO UPDATE SET spent = excluded.spent,"
+                " updated_at = excluded.updated_at",
+                (key, _money(spent), to_text(now)),
+            )
+            conn.execute("DELETE FROM intel_budget_holds WHERE id = ?", (hold_id,))
+
+    def budget_release(self, batch_id: str) -> int:
+        with self._write() as conn:
+            return conn.execute(
+                "DELETE FROM intel_budget_holds WHERE batch_id = ?", (batch_id,)
+            ).rowcount
+
+    def budget_status(self, day: date, *, now: datetime) -> BudgetDay:
+        row = self._query(
+            f"""
+            SELECT
+                (SELECT COALESCE(SUM({_UNITS.format(col="spent")}), 0) FROM intel_budget
+                 WHERE day = :day) AS spent_units,
+                (SELECT COALESCE(SUM({_UNITS.format(col="amount")}), 0) FROM intel_budget_holds
+                 WHERE day = :day AND expires_at > :now) AS held_units,
+                (SELECT COUNT(*) FROM intel_budget_holds
+                 WHERE day = :day AND expires_at > :now) AS holds
+            """,
+            {"day": day.isoformat(), "now": to_text(now)},
+        )[0]
+        return BudgetDay(
+            day=day,
+            spent=figures.money_from_units(row["spent_units"]),
+            reserved=figures.money_from_units(row["held_units"]),
+            holds=int(row["holds"]),
+        )
+
+    def output_history(self, model: str, *, limit: int = 1000) -> tuple[int, Decimal | None]:
+        row = self._query(
+            """
+            SELECT COUNT(*) AS n, SUM(output_tokens) AS total FROM (
+                SELECT output_tokens FROM intel_results
+                WHERE model = ? AND status = 'enriched' AND attempts = 1
+                ORDER BY id DESC LIMIT ?
+            )
+            """,
+            (model, max(int(limit), 0)),
+        )[0]
+        n = int(row["n"])
+        return (n, Decimal(int(row["total"])) / n) if n else (0, None)
 
 def split_statements(sql: str) -> list[str]:
     """Split a script into statements at the semicolons SQLite itself sees as ends.

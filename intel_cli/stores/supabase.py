@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from intel_cli.errors import BatchExists, ConfigError, StoreUnavailable, UsageError
@@ -28,6 +29,7 @@ from intel_cli.stores.base import (
     LIMITER_NAME,
     RESULT_STATUSES,
     BatchTotals,
+    BudgetDay,
     ContactResult,
     LimiterState,
     Migration,
@@ -37,11 +39,13 @@ from intel_cli.stores.postgres import (
     MODES,
     PostgresStore,
     batch_row,
+    budget_day,
     canonical_by_day,
     canonical_by_model,
     canonical_metrics,
     limiter_state,
     load_postgres_migrations,
+    output_history,
     redacted,
     result_row,
     utc,
@@ -452,6 +456,45 @@ class SupabaseStore(Store):
                 + MIGRATE_HINT
             )
 
+
+    # --- the daily budget (SPEC 4.2; intel_cli.budget): the SQL functions of 0002_budget ---------
+    def budget_reserve(
+        self, day: date, amount: Decimal, cap: Decimal, *, batch_id: str, now: datetime,
+        expires_at: datetime,
+    ) -> int | None:
+        hold = self._rpc(
+            "intel_budget_reserve",
+            {
+                "p_day": day.isoformat(),
+                "p_amount": str(amount),
+                "p_cap": str(cap),
+                "p_batch_id": batch_id,
+                "p_now": to_text(utc(now)),
+                "p_expires_at": to_text(utc(expires_at)),
+            },
+        )
+        return None if hold is None else int(hold)
+
+    def budget_settle(self, hold_id: int, day: date, cost: Decimal, *, now: datetime) -> None:
+        self._rpc(
+            "intel_budget_settle",
+            {"p_hold": hold_id, "p_day": day.isoformat(), "p_cost": str(cost),
+             "p_now": to_text(utc(now))},
+        )
+
+    def budget_release(self, batch_id: str) -> int:
+        return int(self._rpc("intel_budget_release", {"p_batch_id": batch_id}) or 0)
+
+    def budget_status(self, day: date, *, now: datetime) -> BudgetDay:
+        raw = self._rpc(
+            "intel_budget_status", {"p_day": day.isoformat(), "p_now": to_text(utc(now))}
+        )
+        return budget_day(day, raw)
+
+    def output_history(self, model: str, *, limit: int = 1000) -> tuple[int, Decimal | None]:
+        return output_history(
+            self._rpc("intel_output_history", {"p_model": model, "p_limit": limit})
+        )
 
 class _Duplicate(Exception):
     """PostgREST's 23505 (unique violation), for create_batch to turn into BatchExists."""
