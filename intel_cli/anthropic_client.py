@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 from intel_cli.contacts import Contact
 from intel_cli.errors import ConfigError, RateLimitedError, UsageError
 from intel_cli.pricing import price
-from intel_cli.prompt import RunContext, build_prompt
+from intel_cli.prompt import (
+    CACHE_CONTROL,
+    SYSTEM_PROMPT,
+    RunContext,
+    build_prompt,
+    estimate_prefix_tokens,
+    min_cacheable_tokens,
+)
 from intel_cli.schema import Intelligence, json_schema
 from intel_cli.secrets import redact
 from intel_cli.usage import Usage
@@ -209,6 +216,7 @@ class AnthropicClient:
         max_tokens: int = 1024,
         structured: str = "output_config",
         clock: Callable[[], datetime] | None = None,
+        prompt_cache: bool = True,
     ) -> None:
         if structured not in STRUCTURED_MODES:
             raise UsageError(
@@ -220,6 +228,7 @@ class AnthropicClient:
         self.timeout = timeout
         self.max_tokens = max_tokens
         self.structured = structured
+        self.prompt_cache = prompt_cache
         self._clock = clock or (lambda: datetime.now(UTC))
         # max_retries=0: the pipeline owns retries (SPEC 4.1). base_url None lets the SDK
         # read ANTHROPIC_BASE_URL.
@@ -227,6 +236,7 @@ class AnthropicClient:
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
         self._schema = json_schema()
+        self._schema_json = json.dumps(self._schema, separators=(",", ":"))
 
     @property
     def base_url(self) -> str:
@@ -250,7 +260,7 @@ class AnthropicClient:
         system, user = build_prompt(contact, context, reask=reask)
         params: dict[str, Any] = {
             "model": model,
-            "system": system,
+            "system": self._system(system, model),
             "messages": [{"role": "user", "content": user}],
         }
         if self.structured == "tool":
@@ -265,6 +275,22 @@ class AnthropicClient:
         else:
             params["output_config"] = {"format": {"type": "json_schema", "schema": self._schema}}
         return params
+
+    def caches_prompt(self, model: str) -> bool:
+        """Whether requests to `model` mark the fixed prefix for prompt caching: it must reach
+        the model's minimum cacheable length (the schema or tool comes before the system
+        prompt in the cached prefix, so it counts)."""
+        if not self.prompt_cache:
+            return False
+        fixed = estimate_prefix_tokens(SYSTEM_PROMPT, self._schema_json)
+        return fixed >= min_cacheable_tokens(model)
+
+    def _system(self, system: str, model: str) -> str | list[dict[str, Any]]:
+        if not self.caches_prompt(model):
+            return system
+        # one text block with a breakpoint: tools/schema + system become the cached prefix,
+        # the contact (the user message) is the uncached remainder
+        return [{"type": "text", "text": system, "cache_control": dict(CACHE_CONTROL)}]
 
     async def attempt(
         self, contact: Contact, *, model: str, context: RunContext, reask: bool = False

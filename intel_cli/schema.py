@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Bump when the prompt or the schema changes: cached results are reused only
 # for the same prompt version (SPEC 3.3).
-PROMPT_VERSION = "2026-12-04.1"
+PROMPT_VERSION = "2026-12-04.2"
 
 Confidence = Literal["High", "Medium", "Low"]
 

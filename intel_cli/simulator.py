@@ -24,6 +24,29 @@ Rules the rest of the project can rely on (documented here because tests assert 
 - Billing: a response is billed (appears in `Simulator.billed`) when a 200 answer is
   written to a client that is still connected. Errors are never billed; neither is an
   answer whose client already gave up (a timeout), since the client never sees its usage.
+  Every billed entry has `"batch": false`, or `true` for a Message Batches result (billed
+  when its batch ends, at half price).
+- Prompt caching: the cacheable prefix is, in order, `tools`, the output-format schema and
+  the `system` blocks, up to and including the last block (in `system`, else in `tools`)
+  marked `cache_control`; markers inside `messages` are ignored. Its size P = ceil(len(X)/4)
+  where X is the compact JSON of those parts (tools, schema, and the system blocks as a list,
+  cut after the marked one). When P reaches `intel_cli.prompt.min_cacheable_tokens(model)`,
+  the first request with that prefix writes it (`cache_creation_input_tokens` = P) and
+  requests that arrive once it is written (after `ttft_s`) and within `cache_ttl_s` of its
+  last use read it (`cache_read_input_tokens` = P, and the TTL restarts); requests in flight
+  together before that write it again, as on the real API. input_tokens is then the
+  uncached remainder: the request's total (the rule above) minus P. Cache reads do not count
+  against the input-tokens bucket (Anthropic's ITPM excludes them); writes do.
+- Message Batches (`/v1/messages/batches`): create, retrieve, results (JSONL at the
+  batch's `results_url`, which points back here) and cancel, in the API's shapes. Request i
+  of n finishes at created + batch_processing_s * (i+1)/n; the batch ends when the last one
+  does, or at once after a cancel (requests not finished by then are `canceled`). Requests
+  are answered as /v1/messages would answer them (params are validated only then: a bad
+  request is `errored`), without rate limits or latency; rules with the faults
+  `batch_errored` / `batch_expired` make a request `errored` (api_error) / `expired`, a
+  status-code fault makes it `errored` with that error, and `timeout`/`429` do nothing to a
+  batch request. Realtime requests ignore the batch_* rules. Results come out in a shuffled
+  order (never the input order when there are two or more).
 """
 
 from __future__ import annotations
@@ -47,12 +70,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from intel_cli.errors import UsageError
+from intel_cli.prompt import min_cacheable_tokens
 
 # What `FaultRule.fault` and `SimulatorConfig.fault_rates` may name.
 FAULTS: frozenset[str] = frozenset(
     {"timeout", "500", "502", "503", "529", "429", "invalid", "max_tokens",
-     "400", "401", "402", "403", "404"}
+     "400", "401", "402", "403", "404", "batch_errored", "batch_expired"}
 )
+# faults that only a Message Batches request can have
+BATCH_FAULTS: frozenset[str] = frozenset({"batch_errored", "batch_expired"})
+# what a batch request ignores: batches have no per-request timeout or rate limit
+_NOT_IN_BATCHES: frozenset[str] = frozenset({"timeout", "429"})
+
+# The Message Batches API's limits per batch
+BATCH_MAX_REQUESTS = 100_000
+BATCH_MAX_BYTES = 256 * 1024 * 1024
+# custom_id: 1-64 letters, digits, _ and -
+CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# how long results stay downloadable, and when an unfinished batch expires (the API's 29 d/24 h)
+_BATCH_EXPIRES = timedelta(hours=24)
 
 # Output tokens reserved against the output-tokens bucket per request at most: a request
 # asking max_tokens=64000 for a 400-token answer should not be refused for it.
@@ -111,6 +147,10 @@ class SimulatorConfig:
     api_keys: set[str] | None = None  # None: any non-empty key is accepted
     seed: int | None = None
     rules: list[FaultRule] = field(default_factory=list)
+    cache_ttl_s: float = 300.0  # prompt cache lifetime after the last use (Anthropic: 5 min)
+    batch_processing_s: float = 2.0  # how long a Message Batch takes to end
+    batch_max_requests: int = BATCH_MAX_REQUESTS
+    batch_max_bytes: int = BATCH_MAX_BYTES
 
     def __post_init__(self) -> None:
         if self.ttft_s < 0 or self.tokens_per_s <= 0 or not 0 <= self.jitter < 1:
@@ -127,6 +167,10 @@ class SimulatorConfig:
             raise UsageError("simulator fault rates add up to more than 1")
         if self.hang_s < 0 or self.retry_after_s < 0:
             raise UsageError("simulator hang and retry-after must be >= 0")
+        if self.cache_ttl_s < 0 or self.batch_processing_s < 0:
+            raise UsageError("simulator cache TTL and batch processing time must be >= 0")
+        if self.batch_max_requests < 1 or self.batch_max_bytes < 1:
+            raise UsageError("simulator batch limits must be at least 1")
 
     @classmethod
     def instant(cls, **overrides: Any) -> SimulatorConfig:
@@ -167,6 +211,31 @@ def request_text(body: dict[str, Any]) -> str:
 
 def count_input_tokens(body: dict[str, Any]) -> int:
     return tokens_for(request_text(body))
+
+
+def _marked(blocks: Any) -> int | None:
+    """Index of the last block carrying cache_control in a list of blocks, else None."""
+    if not isinstance(blocks, list):
+        return None
+    found = None
+    for i, block in enumerate(blocks):
+        if isinstance(block, dict) and isinstance(block.get("cache_control"), dict):
+            found = i
+    return found
+
+
+def cache_prefix(body: dict[str, Any]) -> str | None:
+    """The text a request's cacheable prefix is counted from, or None when nothing is
+    marked (see the module docstring)."""
+    tools, system = body.get("tools"), body.get("system")
+    in_system, in_tools = _marked(system), _marked(tools)
+    if in_system is not None and isinstance(system, list):
+        parts: list[Any] = [tools, _output_schema(body), system[: in_system + 1]]
+    elif in_tools is not None and isinstance(tools, list):
+        parts = [tools[: in_tools + 1]]
+    else:
+        return None
+    return "".join(_compact(p) for p in parts if p is not None)
 
 
 # --- rate limits ----------------------------------------------------------------------------
@@ -667,6 +736,8 @@ class SimulatorStats:
     in_flight: int = 0
     max_in_flight: int = 0
     internal_errors: list[str] = field(default_factory=list)  # simulator bugs; should be []
+    batches_created: int = 0  # Message Batches accepted by POST /v1/messages/batches
+    batch_requests: int = 0  # requests in those batches
 
 
 class Simulator:
@@ -687,6 +758,11 @@ class Simulator:
         self._billed: list[dict[str, Any]] = []
         self._stats = SimulatorStats()
         self._buckets: dict[str, TokenBucket] = {}
+        # prompt cache: prefix key -> entry; Message Batches by id (their own lock: finishing
+        # a batch composes answers, which takes self._lock)
+        self._cache: dict[str, _CacheEntry] = {}
+        self._batches: dict[str, _Batch] = {}
+        self._batch_lock = threading.RLock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._reset_buckets()
@@ -760,6 +836,7 @@ class Simulator:
                 requests=s.requests, by_status=dict(s.by_status), rate_limited=s.rate_limited,
                 limiter_429=s.limiter_429, abandoned=s.abandoned, in_flight=s.in_flight,
                 max_in_flight=s.max_in_flight, internal_errors=list(s.internal_errors),
+                batches_created=s.batches_created, batch_requests=s.batch_requests,
             )
 
     def reset(self) -> None:
@@ -770,6 +847,7 @@ class Simulator:
             self._stats = SimulatorStats(in_flight=in_flight, max_in_flight=in_flight)
             self._rule_uses = [0] * len(self.config.rules)
             self._rng = random.Random(self.config.seed)
+            self._cache.clear()
         self._reset_buckets()
 
     def _reset_buckets(self) -> None:
@@ -820,9 +898,13 @@ class Simulator:
         if self.config.api_keys is not None and key not in self.config.api_keys:
             raise _Reply(401, "authentication_error", "invalid x-api-key")
 
-    def _choose_fault(self, raw: str) -> str | None:
+    def _choose_fault(self, raw: str, *, batch: bool = False) -> str | None:
+        """The fault for one request: the first live matching rule, else a draw from the
+        rates. A realtime request skips batch-only faults."""
         with self._lock:
             for i, rule in enumerate(self.config.rules):
+                if not batch and rule.fault in BATCH_FAULTS:
+                    continue
                 if rule.match in raw and (rule.times is None or self._rule_uses[i] < rule.times):
                     self._rule_uses[i] += 1
                     return rule.fault
@@ -833,8 +915,38 @@ class Simulator:
         for kind, rate in self.config.fault_rates.items():
             edge += rate
             if draw < edge:
-                return kind
+                return None if not batch and kind in BATCH_FAULTS else kind
         return None
+
+    def _prompt_cache(self, body: dict[str, Any], total: int) -> tuple[int, int, str | None]:
+        """(cache_write, cache_read, key of an entry this request created) for one request
+        whose input totals `total` tokens (see the module docstring)."""
+        prefix = cache_prefix(body)
+        if prefix is None:
+            return 0, 0, None
+        size = tokens_for(prefix)
+        model = str(body.get("model"))
+        if size < min_cacheable_tokens(model) or size > total:
+            return 0, 0, None
+        key = hashlib.sha256(f"{model}\0{prefix}".encode()).hexdigest()
+        with self._lock:
+            now = self._clock()
+            entry = self._cache.get(key)
+            if entry is not None and entry.ready_at <= now < entry.expires_at:
+                entry.expires_at = now + self.config.cache_ttl_s  # a read refreshes the TTL
+                return 0, size, None
+            if entry is not None and now < entry.expires_at:
+                return size, 0, None  # still being written by a request in flight: write too
+            self._cache[key] = _CacheEntry(
+                ready_at=now + self.config.ttft_s,
+                expires_at=now + self.config.ttft_s + self.config.cache_ttl_s,
+            )
+            return size, 0, key
+
+    def _forget_cache(self, key: str | None) -> None:
+        if key is not None:
+            with self._lock:
+                self._cache.pop(key, None)
 
     def _uniform(self) -> float:
         with self._lock:
@@ -888,6 +1000,166 @@ class Simulator:
             return 0.0
         return base * (1 + cfg.jitter * (2 * self._uniform() - 1))
 
+    # Message Batches
+
+    def create_batch(self, body: dict[str, Any], size: int) -> dict[str, Any]:
+        """POST /v1/messages/batches (may raise _Reply)."""
+        cfg = self.config
+        if size > cfg.batch_max_bytes:
+            raise _Reply(413, "request_too_large",
+                         f"Request exceeds the maximum size of {cfg.batch_max_bytes} bytes")
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise _Reply(400, "invalid_request_error", "requests: at least one is required")
+        if len(requests) > cfg.batch_max_requests:
+            raise _Reply(400, "invalid_request_error",
+                         f"requests: a batch holds at most {cfg.batch_max_requests} requests")
+        seen: set[str] = set()
+        items: list[_BatchRequest] = []
+        for i, request in enumerate(requests):
+            custom_id = request.get("custom_id") if isinstance(request, dict) else None
+            if not isinstance(custom_id, str) or not CUSTOM_ID.match(custom_id):
+                raise _Reply(400, "invalid_request_error",
+                             f"requests.{i}.custom_id: 1-64 characters of a-z A-Z 0-9 _ -")
+            if custom_id in seen:
+                raise _Reply(400, "invalid_request_error",
+                             f"requests.{i}.custom_id: duplicate custom_id {custom_id!r}")
+            seen.add(custom_id)
+            params = request.get("params")
+            if not isinstance(params, dict):
+                raise _Reply(400, "invalid_request_error", f"requests.{i}.params: Field required")
+            items.append(_BatchRequest(custom_id, params, _compact(params)))
+        batch = _Batch(
+            id=f"msgbatch_sim_{uuid.uuid4().hex[:24]}",
+            requests=items,
+            created_at=datetime.now(UTC),
+            started=self._clock(),
+            processing_s=cfg.batch_processing_s,
+        )
+        order = list(range(len(items)))
+        random.Random(batch.id).shuffle(order)
+        if len(order) > 1 and order == sorted(order):
+            order.reverse()
+        batch.order = order
+        with self._batch_lock:
+            self._batches[batch.id] = batch
+        with self._lock:
+            self._stats.batches_created += 1
+            self._stats.batch_requests += len(items)
+        return self._batch_view(batch)
+
+    def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._batch_view(self._batch(batch_id))
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        with self._batch_lock:
+            batch = self._batch(batch_id)
+            if batch.ended_at is None and batch.cancel_at is None:
+                batch.cancel_at = self._clock()
+                batch.cancel_initiated_at = datetime.now(UTC)
+                view = self._batch_view(batch, advance=False)
+                view["processing_status"] = "canceling"
+                return view
+            return self._batch_view(batch)
+
+    def batch_results(self, batch_id: str) -> list[dict[str, Any]]:
+        """The result lines of an ended batch, in their shuffled order."""
+        with self._batch_lock:
+            batch = self._batch(batch_id)
+            self._advance(batch)
+            if batch.ended_at is None:
+                raise _Reply(400, "invalid_request_error",
+                             f"message batch {batch_id} is still processing: no results yet")
+            return [
+                {"custom_id": batch.requests[i].custom_id, "result": batch.requests[i].result}
+                for i in batch.order
+            ]
+
+    def _batch(self, batch_id: str) -> _Batch:
+        with self._batch_lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            raise _Reply(404, "not_found_error", f"message batch {batch_id!r} not found")
+        return batch
+
+    def _advance(self, batch: _Batch) -> None:
+        """End the batch once its time has come: answer (and bill) every request."""
+        with self._batch_lock:
+            if batch.ended_at is not None or self._clock() < batch.ends_at():
+                return
+            for index, request in enumerate(batch.requests):
+                cancelled = batch.cancel_at is not None and batch.finishes_at(index) > (
+                    batch.cancel_at
+                )
+                request.result = {"type": "canceled"} if cancelled else self._batch_answer(
+                    request
+                )
+            batch.ended_at = datetime.now(UTC)
+
+    def _batch_answer(self, request: _BatchRequest) -> dict[str, Any]:
+        """One batch request's result, answered like /v1/messages (billed at batch rates)."""
+        body = request.params
+        try:
+            _validate(body)
+        except _Reply as reply:
+            return _errored(reply.error_type, reply.message)
+        fault = self._choose_fault(request.raw + "\n" + request.custom_id, batch=True)
+        if fault in _NOT_IN_BATCHES:
+            fault = None
+        if fault == "batch_expired":
+            return {"type": "expired"}
+        if fault == "batch_errored":
+            return _errored("api_error", "Internal server error (simulated batch request)")
+        if fault is not None and fault.isdigit():
+            return _errored(*_ERRORS[int(fault)])
+        total = count_input_tokens(body)
+        content, stop_reason, output_tokens, status = _compose(
+            body, fault, random.Random(self._uniform()), int(body["max_tokens"])
+        )
+        cache_write, cache_read, _ = self._prompt_cache(body, total)
+        message, usage = _message(
+            body, content, stop_reason, _new_id("req"),
+            input_tokens=total - cache_write - cache_read, output_tokens=output_tokens,
+            cache_write=cache_write, cache_read=cache_read, status=status, batch=True,
+        )
+        self._bill(usage)
+        return {"type": "succeeded", "message": message}
+
+    def _batch_view(self, batch: _Batch, *, advance: bool = True) -> dict[str, Any]:
+        """The MessageBatch JSON."""
+        with self._batch_lock:
+            if advance:
+                self._advance(batch)
+            ended = batch.ended_at is not None
+            counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0,
+                      "expired": 0}
+            if ended:
+                for request in batch.requests:
+                    kind = (request.result or {}).get("type", "errored")
+                    counts[kind] = counts.get(kind, 0) + 1
+            else:
+                counts["processing"] = len(batch.requests)
+            if ended:
+                status = "ended"
+            elif batch.cancel_at is not None:
+                status = "canceling"
+            else:
+                status = "in_progress"
+            return {
+                "id": batch.id,
+                "type": "message_batch",
+                "processing_status": status,
+                "request_counts": counts,
+                "created_at": _rfc3339(batch.created_at),
+                "expires_at": _rfc3339(batch.created_at + _BATCH_EXPIRES),
+                "ended_at": _rfc3339(batch.ended_at),
+                "cancel_initiated_at": _rfc3339(batch.cancel_initiated_at),
+                "archived_at": None,
+                "results_url": (
+                    f"{self.base_url}/v1/messages/batches/{batch.id}/results" if ended else None
+                ),
+            }
+
     def messages(self, body: dict[str, Any], raw: str) -> _Answer:
         """Work out the answer to one POST /v1/messages (may raise _Reply)."""
         _validate(body)
@@ -900,43 +1172,103 @@ class Simulator:
                 headers["retry-after"] = str(self.config.retry_after_s)
             raise _Reply(status, error_type, error_message, headers)
 
-        input_tokens = count_input_tokens(body)
+        total = count_input_tokens(body)
         max_tokens = int(body["max_tokens"])
         content, stop_reason, output_tokens, billed_status = _compose(
             body, fault, random.Random(self._uniform()), max_tokens
         )
+        cache_write, cache_read, created = self._prompt_cache(body, total)
         reserve = min(max_tokens, OUTPUT_RESERVE_CAP)
-        headers = self._admit(input_tokens, reserve, output_tokens)
+        try:
+            headers = self._admit(total - cache_read, reserve, output_tokens)
+        except _Reply:
+            self._forget_cache(created)  # refused: nothing was processed, nothing cached
+            raise
         request_id = _new_id("req")
-        message: dict[str, Any] = {
-            "id": _new_id("msg"),
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"],
-            "content": content,
-            "stop_reason": stop_reason,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "cache_creation": {"ephemeral_5m_input_tokens": 0,
-                                   "ephemeral_1h_input_tokens": 0},
-                "service_tier": "standard",
-            },
-        }
-        usage = {
-            "request_id": request_id,
-            "model": body["model"],
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "status": billed_status,
-        }
+        message, usage = _message(
+            body, content, stop_reason, request_id,
+            input_tokens=total - cache_write - cache_read, output_tokens=output_tokens,
+            cache_write=cache_write, cache_read=cache_read, status=billed_status, batch=False,
+        )
         delay = self.config.hang_s if fault == "timeout" else self._latency(output_tokens)
         return _Answer(message, headers, request_id, usage, delay)
+
+
+def _message(
+    body: dict[str, Any], content: list[dict[str, Any]], stop_reason: str, request_id: str, *,
+    input_tokens: int, output_tokens: int, cache_write: int, cache_read: int, status: str,
+    batch: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the Message JSON, the billed-usage record) of one answer."""
+    message: dict[str, Any] = {
+        "id": _new_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+            "cache_creation": {"ephemeral_5m_input_tokens": cache_write,
+                               "ephemeral_1h_input_tokens": 0},
+            "service_tier": "batch" if batch else "standard",
+        },
+    }
+    usage = {
+        "request_id": request_id,
+        "model": body["model"],
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": cache_write,
+        "cache_read_input_tokens": cache_read,
+        "status": status,
+        "batch": batch,
+    }
+    return message, usage
+
+
+@dataclass
+class _BatchRequest:
+    custom_id: str
+    params: Any
+    raw: str  # the request's compact JSON, for fault rules
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class _Batch:
+    id: str
+    requests: list[_BatchRequest]
+    created_at: datetime  # wall clock, for the API's timestamps
+    started: float  # monotonic
+    processing_s: float
+    cancel_at: float | None = None  # monotonic, when a cancel was asked for
+    cancel_initiated_at: datetime | None = None
+    ended_at: datetime | None = None
+    order: list[int] = field(default_factory=list)  # the results' (shuffled) order
+
+    def finishes_at(self, index: int) -> float:
+        return self.started + self.processing_s * (index + 1) / len(self.requests)
+
+    def ends_at(self) -> float:
+        end = self.started + self.processing_s
+        return end if self.cancel_at is None else min(end, self.cancel_at)
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class _CacheEntry:
+    ready_at: float  # monotonic: readable from then (once the writing request has started)
+    expires_at: float
 
 
 @dataclass
@@ -950,6 +1282,11 @@ class _Answer:
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_sim_{uuid.uuid4().hex[:24]}"
+
+
+def _errored(error_type: str, message: str) -> dict[str, Any]:
+    return {"type": "errored", "error": {"type": "error", "request_id": _new_id("req"),
+                                         "error": {"type": error_type, "message": message}}}
 
 
 def _validate(body: dict[str, Any]) -> None:
@@ -1121,19 +1458,37 @@ class _Handler(BaseHTTPRequestHandler):
             super().handle()
 
     def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        parts = path.split("/")
+        # /v1/messages/batches/{id} and /v1/messages/batches/{id}/results
+        if parts[:4] == ["", "v1", "messages", "batches"] and len(parts) in (5, 6):
+            if len(parts) == 5:
+                self._run(functools.partial(self._batch_get, parts[4]))
+                return
+            if parts[5] == "results":
+                self._run(functools.partial(self._batch_results, parts[4]))
+                return
+        self._run(self._not_found)
+
+    def _other(self) -> None:
         self._run(self._not_found)
 
     # answered in the API's own error shape rather than http.server's HTML 501
-    do_DELETE = do_PUT = do_PATCH = do_GET
+    do_DELETE = do_PUT = do_PATCH = _other
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         routes: dict[str, Callable[[], None]] = {
             "/v1/messages": self._messages,
             "/v1/messages/count_tokens": self._count_tokens,
-            # Message Batches (/v1/messages/batches...) come with their own issue: add the
-            # routes here and keep the state on Simulator.
+            "/v1/messages/batches": self._batch_create,
         }
+        parts = path.split("/")
+        if parts[:4] == ["", "v1", "messages", "batches"] and len(parts) == 6 and (
+            parts[5] == "cancel"
+        ):
+            self._run(functools.partial(self._batch_cancel, parts[4]))
+            return
         self._run(routes.get(path, self._not_found))
 
     def _run(self, route: Callable[[], None]) -> None:
@@ -1218,6 +1573,35 @@ class _Handler(BaseHTTPRequestHandler):
                     return False
                 stopping.wait(min(left, 0.1))  # unread data, not a close: don't spin
         return False
+
+    def _batch_create(self) -> None:
+        body, raw = self._json_body()
+        sim = self.server.simulator
+        self._send_json(200, sim.create_batch(body, len(raw.encode())), {})
+
+    def _batch_get(self, batch_id: str) -> None:
+        self._read_body()
+        self.server.simulator._authenticate(self.headers)
+        self._send_json(200, self.server.simulator.retrieve_batch(batch_id), {})
+
+    def _batch_cancel(self, batch_id: str) -> None:
+        self._read_body()
+        self.server.simulator._authenticate(self.headers)
+        self._send_json(200, self.server.simulator.cancel_batch(batch_id), {})
+
+    def _batch_results(self, batch_id: str) -> None:
+        self._read_body()
+        self.server.simulator._authenticate(self.headers)
+        lines = self.server.simulator.batch_results(batch_id)
+        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/binary")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", _new_id("req"))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+        self._status = 200
 
     def _count_tokens(self) -> None:
         body, _ = self._json_body()

@@ -98,7 +98,11 @@ def test_tokens_and_cost_in_the_store_equal_what_the_simulator_billed(
     assert batch is not None
     assert batch["status"] == "completed" and batch["mode"] == "realtime"
     assert (batch["input_tokens"], batch["output_tokens"]) == (usage.input, usage.output)
-    assert (batch["cache_read_tokens"], batch["cache_write_tokens"]) == (0, 0)
+    # prompt caching: the fixed prefix is written once, then read (SPEC 3.1 cache columns)
+    assert (batch["cache_read_tokens"], batch["cache_write_tokens"]) == (
+        usage.cache_read, usage.cache_write,
+    )
+    assert usage.cache_write > 0 and usage.cache_read > 0
     assert batch["cost"] == cost > 0
     results = store.batch_results(summary.batch_id)
     assert sum(r["input_tokens"] for r in results) == usage.input

@@ -311,8 +311,9 @@ def test_billed_holds_exactly_the_billed_responses() -> None:
         assert all(b["model"] == MODEL and b["input_tokens"] > 0 for b in billed)
         assert set(billed[0]) == {
             "request_id", "model", "input_tokens", "output_tokens",
-            "cache_creation_input_tokens", "cache_read_input_tokens", "status",
+            "cache_creation_input_tokens", "cache_read_input_tokens", "status", "batch",
         }
+        assert not any(b["batch"] for b in billed)
         stats = sim.stats
         assert stats.requests == 5 and stats.by_status == {200: 3, 500: 1}
         assert stats.abandoned == 1 and stats.in_flight == 0
@@ -551,3 +552,160 @@ def test_intel_simulate_serves_until_interrupted() -> None:
     assert proc.returncode == 0, err
     assert "Stopped. 1 requests, 1 billed" in out
     assert err == ""
+
+
+# --- Message Batches ------------------------------------------------------------------------
+
+
+def batch_request(custom_id: str, email: str, **extra: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "params": structured(prompt(email), **extra)}
+
+
+def wait_ended(c: anthropic.Anthropic, batch_id: str, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = c.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended" or time.monotonic() > deadline:
+            return batch
+        time.sleep(0.02)
+
+
+def test_batch_lifecycle_through_the_real_sdk() -> None:
+    config = SimulatorConfig.instant(
+        batch_processing_s=0.3,
+        rules=[FaultRule("err@x.com", "batch_errored"), FaultRule("old@x.com", "batch_expired"),
+               FaultRule("bad@x.com", "invalid"), FaultRule("ok1@x.com", "timeout")],
+    )
+    emails = ["ok1@x.com", "ok2@x.com", "err@x.com", "old@x.com", "bad@x.com", "ok3@x.com"]
+    with Simulator(config) as sim, client(sim) as c:
+        created = c.messages.batches.create(
+            requests=[batch_request(f"r-{i}", e) for i, e in enumerate(emails)]  # type: ignore[misc]
+        )
+        assert created.processing_status == "in_progress"
+        assert created.request_counts.processing == len(emails)
+        assert created.results_url is None and created.ended_at is None
+        assert created.expires_at - created.created_at == __import__("datetime").timedelta(
+            hours=24
+        )
+        assert sim.billed == []  # nothing is billed before the batch ends
+        ended = wait_ended(c, created.id)
+        assert ended.processing_status == "ended"
+        assert ended.ended_at is not None
+        assert ended.results_url == f"{sim.base_url}/v1/messages/batches/{created.id}/results"
+        counts = ended.request_counts
+        assert (counts.succeeded, counts.errored, counts.expired, counts.canceled,
+                counts.processing) == (4, 1, 1, 0, 0)
+        results = list(c.messages.batches.results(created.id))
+        ids = [r.custom_id for r in results]
+        assert sorted(ids) == sorted(f"r-{i}" for i in range(len(emails)))
+        assert ids != [f"r-{i}" for i in range(len(emails))]  # out of order, as the API warns
+        by_id = {r.custom_id: r.result for r in results}
+        assert by_id["r-2"].type == "errored"
+        assert by_id["r-2"].error.error.type == "api_error"  # type: ignore[union-attr]
+        assert by_id["r-3"].type == "expired"
+        ok = by_id["r-0"]
+        assert ok.type == "succeeded"  # a timeout rule does nothing to a batch request
+        data = json.loads(ok.message.content[0].text)  # type: ignore[union-attr]
+        Intelligence.model_validate(data)
+        bad = by_id["r-4"]
+        assert bad.type == "succeeded"
+        with pytest.raises(pydantic.ValidationError):
+            Intelligence.model_validate_json(bad.message.content[0].text)  # type: ignore[union-attr]
+        billed = sim.billed
+        # every succeeded request is billed once, as a batch request, with its real usage
+        assert len(billed) == 4 and all(b["batch"] for b in billed)
+        messages = {r.result.message.id: r.result.message for r in results  # type: ignore[union-attr]
+                    if r.result.type == "succeeded"}
+        assert sorted(m.usage.output_tokens for m in messages.values()) == sorted(
+            b["output_tokens"] for b in billed
+        )
+        assert all(m.usage.service_tier == "batch" for m in messages.values())
+        assert sim.stats.batches_created == 1 and sim.stats.batch_requests == len(emails)
+        # results stay available, the same each time
+        again = [r.custom_id for r in c.messages.batches.results(created.id)]
+        assert again == ids
+        assert len(sim.billed) == 4
+        assert sim.stats.internal_errors == []
+
+
+def test_batch_errors_are_api_errors() -> None:
+    config = SimulatorConfig.instant(batch_processing_s=0.0, batch_max_requests=3,
+                                     batch_max_bytes=20_000, api_keys={"test-key"})
+    with Simulator(config) as sim, client(sim) as c:
+        with pytest.raises(anthropic.NotFoundError):
+            c.messages.batches.retrieve("msgbatch_nope")
+        with pytest.raises(anthropic.BadRequestError, match="at most 3"):
+            c.messages.batches.create(
+                requests=[batch_request(f"r{i}", "a@x.com") for i in range(4)]  # type: ignore[misc]
+            )
+        with pytest.raises(anthropic.BadRequestError, match="custom_id"):
+            c.messages.batches.create(requests=[batch_request("has space", "a@x.com")])  # type: ignore[list-item]
+        with pytest.raises(anthropic.BadRequestError, match="custom_id"):
+            c.messages.batches.create(requests=[batch_request("x" * 65, "a@x.com")])  # type: ignore[list-item]
+        with pytest.raises(anthropic.BadRequestError, match="duplicate"):
+            c.messages.batches.create(
+                requests=[batch_request("same", "a@x.com"), batch_request("same", "b@x.com")]  # type: ignore[list-item]
+            )
+        with pytest.raises(anthropic.APIStatusError) as too_big:
+            c.messages.batches.create(
+                requests=[batch_request("big", "a@x.com", metadata={"user_id": "u" * 30_000})]  # type: ignore[list-item]
+            )
+        assert too_big.value.status_code == 413
+        with pytest.raises(anthropic.AuthenticationError):
+            client(sim, api_key="wrong").messages.batches.retrieve("msgbatch_nope")
+        assert sim.stats.batches_created == 0
+        # a bad request inside a batch is validated when it is processed: errored, not 400
+        created = c.messages.batches.create(
+            requests=[{"custom_id": "nomodel", "params": {"max_tokens": 10, "messages": []}}]  # type: ignore[typeddict-item]
+        )
+        ended = wait_ended(c, created.id)
+        assert ended.request_counts.errored == 1
+        (line,) = list(c.messages.batches.results(created.id))
+        assert line.result.type == "errored"
+        assert line.result.error.error.type == "invalid_request_error"  # type: ignore[union-attr]
+        assert sim.billed == []
+
+
+def test_batch_results_before_the_end_and_cancel() -> None:
+    config = SimulatorConfig.instant(batch_processing_s=30.0)
+    with Simulator(config) as sim, client(sim) as c:
+        created = c.messages.batches.create(
+            requests=[batch_request(f"r{i}", f"p{i}@x.com") for i in range(3)]  # type: ignore[misc]
+        )
+        with pytest.raises(anthropic.AnthropicError, match="results_url"):
+            list(c.messages.batches.results(created.id))
+        status, body = post(f"{sim.base_url}/v1/messages/batches/{created.id}/results", {},
+                            {"x-api-key": "k"}, method="GET")
+        assert status == 400 and "still processing" in body["error"]["message"]
+        cancelling = c.messages.batches.cancel(created.id)
+        assert cancelling.processing_status == "canceling"
+        assert cancelling.cancel_initiated_at is not None
+        ended = wait_ended(c, created.id)
+        assert ended.processing_status == "ended"
+        assert ended.request_counts.canceled == 3
+        assert {r.result.type for r in c.messages.batches.results(created.id)} == {"canceled"}
+        assert sim.billed == []
+
+
+def test_batch_requests_finish_over_the_processing_time_and_cancel_keeps_the_done_ones() -> None:
+    now = [100.0]
+    config = SimulatorConfig.instant(batch_processing_s=10.0)
+    with Simulator(config, clock=lambda: now[0]) as sim, client(sim) as c:
+        created = c.messages.batches.create(
+            requests=[batch_request(f"r{i}", f"p{i}@x.com") for i in range(4)]  # type: ignore[misc]
+        )
+        now[0] += 5.0  # requests 0 and 1 are done (at 2.5 s and 5 s)
+        assert c.messages.batches.retrieve(created.id).processing_status == "in_progress"
+        c.messages.batches.cancel(created.id)
+        ended = c.messages.batches.retrieve(created.id)
+        assert ended.processing_status == "ended"
+        assert (ended.request_counts.succeeded, ended.request_counts.canceled) == (2, 2)
+        assert len(sim.billed) == 2
+
+
+def test_realtime_requests_ignore_batch_faults() -> None:
+    config = SimulatorConfig.instant(rules=[FaultRule("a@x.com", "batch_errored")])
+    with Simulator(config) as sim, client(sim) as c:
+        message = c.messages.create(**structured(prompt("a@x.com")))
+        assert message.stop_reason == "end_turn"
+        assert sim.billed[0]["batch"] is False
