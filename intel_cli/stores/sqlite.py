@@ -10,6 +10,7 @@ USD and summed exactly as integers; rounding happens in intel_cli.stores.figures
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -60,9 +61,11 @@ CREATE TABLE IF NOT EXISTS intel_schema_migrations (
 class SQLiteStore(Store):
     """A store in one SQLite file. Safe to call from a thread other than the creating one."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_ms: int | None = None) -> None:
         self.path = Path(path)
         self.display_name = str(self.path)
+        # INTEL_SQLITE_BUSY_TIMEOUT_MS: tests of a store locked past the timeout make it short
+        self.busy_timeout_ms = busy_timeout_ms or _env_busy_timeout()
         # one connection, guarded: the pipeline calls from its own store thread
         self._lock = threading.RLock()
         with self._translate():
@@ -77,12 +80,12 @@ class SQLiteStore(Store):
             # ever left in an implicit transaction that someone forgets to commit
             conn = sqlite3.connect(
                 str(self.path),
-                timeout=BUSY_TIMEOUT_MS / 1000,
+                timeout=self.busy_timeout_ms / 1000,
                 isolation_level=None,
                 check_same_thread=False,
             )
             try:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 # WAL + NORMAL never corrupts and survives process crashes; only a power
                 # cut may lose the last commits, and each commit stays fast for cron overlap
@@ -110,7 +113,7 @@ class SQLiteStore(Store):
             if "locked" in message or "busy" in message:
                 raise StoreUnavailable(
                     f"the SQLite store {self.path} stayed locked for "
-                    f"{BUSY_TIMEOUT_MS // 1000} s: another process holds it; retry shortly"
+                    f"{self.busy_timeout_ms / 1000:g} s: another process holds it; retry shortly"
                 ) from exc
             raise StoreUnavailable(
                 f"cannot use the SQLite store {self.path}: {message}; "
@@ -644,6 +647,14 @@ class SQLiteStore(Store):
         )[0]
         n = int(row["n"])
         return (n, Decimal(int(row["total"])) / n) if n else (0, None)
+
+def _env_busy_timeout() -> int:
+    raw = os.environ.get("INTEL_SQLITE_BUSY_TIMEOUT_MS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else BUSY_TIMEOUT_MS
+    except ValueError:
+        return BUSY_TIMEOUT_MS
+
 
 def split_statements(sql: str) -> list[str]:
     """Split a script into statements at the semicolons SQLite itself sees as ends.
