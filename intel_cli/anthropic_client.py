@@ -16,7 +16,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -53,6 +53,8 @@ _MAX_ERROR_CHARS = 300
 # estimate_input_tokens: conservative on purpose (real English runs ~4 chars per token)
 _CHARS_PER_TOKEN_LOW = 3
 _STRUCTURED_OVERHEAD_TOKENS = 400
+# Message Batches: creating (uploading) and downloading results may take minutes
+_BATCH_UPLOAD_TIMEOUT_S = 600.0
 
 
 class Outcome(StrEnum):
@@ -362,9 +364,11 @@ class AnthropicClient:
             )
         return self._answer(raw, message, model, elapsed_ms())
 
-    def _answer(self, raw: Any, message: Any, model: str, latency_ms: int) -> Attempt:
+    def _answer(
+        self, raw: Any, message: Any, model: str, latency_ms: int, *, batch: bool = False
+    ) -> Attempt:
         usage = Usage.from_api(message.usage)
-        cost = price(model, usage)
+        cost = price(model, usage, batch=batch)
         attempt = Attempt(
             Outcome.OK,
             model,
@@ -374,9 +378,9 @@ class AnthropicClient:
             cost=cost.cost,
             priced=cost.priced,
             latency_ms=latency_ms,
-            status_code=raw.status_code,
-            request_id=raw.request_id,
-            limits=RateLimits.from_headers(raw.headers),
+            status_code=raw.status_code if raw is not None else None,
+            request_id=raw.request_id if raw is not None else None,
+            limits=RateLimits.from_headers(raw.headers) if raw is not None else None,
         )
         if message.stop_reason == "max_tokens":
             attempt.outcome = Outcome.MAX_TOKENS
@@ -465,6 +469,61 @@ class AnthropicClient:
             attempt.error = f"{status} {kind}: {api_message}"
         attempt.error = _one_line(attempt.error)
         return attempt
+
+    # -- Message Batches (intel_cli.batch_mode) -----------------------------------------
+
+    def batch_request(
+        self, custom_id: str, contact: Contact, *, model: str, context: RunContext
+    ) -> dict[str, Any]:
+        """One entry of a Message Batch: the same parameters a realtime request sends."""
+        params = self.request_params(contact, model=model, context=context)
+        return {"custom_id": custom_id, "params": {"max_tokens": self.max_tokens, **params}}
+
+    async def create_batch(self, requests: list[dict[str, Any]]) -> str:
+        """Submit a Message Batch; its id. SDK errors propagate (see `failure`)."""
+        # uploading up to 256 MB takes longer than one answer's --timeout
+        batch = await self._client.messages.batches.create(
+            requests=requests,  # type: ignore[arg-type]
+            timeout=max(self.timeout, _BATCH_UPLOAD_TIMEOUT_S),
+        )
+        return str(batch.id)
+
+    async def retrieve_batch(self, batch_id: str) -> Any:
+        """The MessageBatch (processing_status, request_counts, ...)."""
+        return await self._client.messages.batches.retrieve(batch_id, timeout=self.timeout)
+
+    async def cancel_batch(self, batch_id: str) -> Any:
+        return await self._client.messages.batches.cancel(batch_id, timeout=self.timeout)
+
+    async def batch_results(self, batch_id: str) -> AsyncIterator[Any]:
+        """The result lines of an ended batch (custom_id, result), streamed."""
+        decoder = await self._client.messages.batches.results(
+            batch_id, timeout=max(self.timeout, _BATCH_UPLOAD_TIMEOUT_S)
+        )
+        async for line in decoder:
+            yield line
+
+    def batch_attempt(self, message: Any, model: str) -> Attempt:
+        """A succeeded batch result as an Attempt: validated as a realtime answer is, priced
+        at the Message Batches discount. No latency: a batch has none per request."""
+        if not _is_message(message):
+            return Attempt(Outcome.RETRYABLE, model, error="batch result is not a Message")
+        return self._answer(None, message, model, 0, batch=True)
+
+    def failure(self, exc: Exception, model: str) -> Attempt:
+        """An SDK exception from a batch call mapped as a realtime attempt's would be."""
+        import anthropic
+
+        if isinstance(exc, anthropic.APIStatusError):
+            return self._status_error(exc, model, 0)
+        if isinstance(exc, anthropic.APITimeoutError):
+            return Attempt(Outcome.RETRYABLE, model, error=f"timed out after {self.timeout:g} s")
+        if isinstance(exc, anthropic.APIConnectionError):
+            cause = exc.__cause__
+            detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
+            error = _one_line(f"connection error ({detail})")
+            return Attempt(Outcome.RETRYABLE, model, error=error)
+        return Attempt(Outcome.RETRYABLE, model, error=_one_line(f"API error: {exc}"))
 
     # -- token counting ----------------------------------------------------------------
 

@@ -918,9 +918,13 @@ class Simulator:
                 return None if not batch and kind in BATCH_FAULTS else kind
         return None
 
-    def _prompt_cache(self, body: dict[str, Any], total: int) -> tuple[int, int, str | None]:
+    def _prompt_cache(
+        self, body: dict[str, Any], total: int, *, at: float | None = None,
+        write_s: float | None = None,
+    ) -> tuple[int, int, str | None]:
         """(cache_write, cache_read, key of an entry this request created) for one request
-        whose input totals `total` tokens (see the module docstring)."""
+        whose input totals `total` tokens (see the module docstring), processed at monotonic
+        time `at` (default now); its write is readable `write_s` later (default ttft_s)."""
         prefix = cache_prefix(body)
         if prefix is None:
             return 0, 0, None
@@ -929,8 +933,9 @@ class Simulator:
         if size < min_cacheable_tokens(model) or size > total:
             return 0, 0, None
         key = hashlib.sha256(f"{model}\0{prefix}".encode()).hexdigest()
+        delay = self.config.ttft_s if write_s is None else write_s
         with self._lock:
-            now = self._clock()
+            now = self._clock() if at is None else at
             entry = self._cache.get(key)
             if entry is not None and entry.ready_at <= now < entry.expires_at:
                 entry.expires_at = now + self.config.cache_ttl_s  # a read refreshes the TTL
@@ -938,8 +943,7 @@ class Simulator:
             if entry is not None and now < entry.expires_at:
                 return size, 0, None  # still being written by a request in flight: write too
             self._cache[key] = _CacheEntry(
-                ready_at=now + self.config.ttft_s,
-                expires_at=now + self.config.ttft_s + self.config.cache_ttl_s,
+                ready_at=now + delay, expires_at=now + delay + self.config.cache_ttl_s
             )
             return size, 0, key
 
@@ -1092,11 +1096,11 @@ class Simulator:
                     batch.cancel_at
                 )
                 request.result = {"type": "canceled"} if cancelled else self._batch_answer(
-                    request
+                    request, batch.finishes_at(index)
                 )
             batch.ended_at = datetime.now(UTC)
 
-    def _batch_answer(self, request: _BatchRequest) -> dict[str, Any]:
+    def _batch_answer(self, request: _BatchRequest, at: float) -> dict[str, Any]:
         """One batch request's result, answered like /v1/messages (billed at batch rates)."""
         body = request.params
         try:
@@ -1116,7 +1120,9 @@ class Simulator:
         content, stop_reason, output_tokens, status = _compose(
             body, fault, random.Random(self._uniform()), int(body["max_tokens"])
         )
-        cache_write, cache_read, _ = self._prompt_cache(body, total)
+        # processed one after another at their finishing times; a written prefix is there
+        # for the next request at once (the API calls batch cache hits best-effort)
+        cache_write, cache_read, _ = self._prompt_cache(body, total, at=at, write_s=0.0)
         message, usage = _message(
             body, content, stop_reason, _new_id("req"),
             input_tokens=total - cache_write - cache_read, output_tokens=output_tokens,
