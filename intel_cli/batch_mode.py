@@ -179,6 +179,9 @@ async def send(run: Any) -> None:
         if not s.collected and any(row in state.by_row for row in s.rows)
     ]
     covered = set().union(*(s.rows for s in waiting)) if waiting else set()
+    # a stored row of a submitted contact (an interrupted session finalised it "unfinished")
+    # already counts its batch request; one killed before any row was written does not
+    state.counted.update(row for row in covered if row in (run.previous or {}))
     rest = [item for item in run.pending if item.contact.row_index not in covered]
     if run.options.mode != "batch" and not waiting:
         await run.send_all(rest)  # a resumed realtime batch that never used Message Batches
