@@ -40,7 +40,7 @@ from intel_cli.anthropic_client import Attempt, Outcome
 from intel_cli.config import DEFAULT_MODEL
 from intel_cli.contacts import Contact, ContactSource, default_output_path, read_contacts
 from intel_cli.errors import ConfigError, IntelError, Interrupted, RateLimitedError, UsageError
-from intel_cli.pacing import Pacer
+from intel_cli.pacing import DEFAULT_CAP, InputSizer, Pacer
 from intel_cli.prompt import CAMPAIGNS, RunContext
 from intel_cli.schema import PROMPT_VERSION
 from intel_cli.secrets import redact
@@ -81,7 +81,7 @@ class RunOptions:
     inputs: list[str]
     output: str | None = None  # None: `<stem>.enriched.csv` next to the first input
     model: str = DEFAULT_MODEL
-    concurrency: int = 5
+    concurrency: int = DEFAULT_CAP  # a cap: the pacer adapts under it (SPEC 4.1)
     timeout: float = 10.0  # seconds per attempt
     retries: int = 1  # retries of a 5xx/529/connection error (never of a timeout)
     adaptive_threshold: float = 0.8
@@ -377,7 +377,8 @@ class _Run:
         )
         self.mode = "simulated" if options.simulate else "realtime"
         self.started = monotonic()
-        self.pacer = Pacer(options.concurrency)
+        self.pacer = Pacer(options.concurrency, output_reserve=options.max_tokens)
+        self._sizer: InputSizer | None = None
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intel-store")
         self.client: AttemptClient | None = None
         self.phase = "enrich"
@@ -516,9 +517,20 @@ class _Run:
             delay *= 2
         return delay * random.uniform(0.75, 1.25)
 
+    def estimate_input(self, contact: Contact) -> int | None:
+        """The request's input tokens from its size, for the pacer (None: a client that
+        cannot say; the pacer then uses the mean so far)."""
+        if self._sizer is None:
+            full = getattr(self.client, "estimate_input_tokens", None)
+            self._sizer = InputSizer(
+                None if full is None
+                else functools.partial(full, model=self.options.model, context=self.context)
+            )
+        return self._sizer(contact)
+
     async def send(self, item: _Item, *, reask: bool) -> Attempt:
         assert self.client is not None
-        await self.pacer.acquire()
+        ticket = await self.pacer.acquire(self.estimate_input(item.contact))
         try:
             # counted before the request goes: one cancelled by Ctrl-C was still sent
             item.attempts += 1
@@ -526,8 +538,14 @@ class _Run:
                 item.contact, model=self.options.model, context=self.context, reask=reask
             )
         finally:
-            self.pacer.release()
-        self.pacer.observe(attempt.limits, attempt.outcome)
+            self.pacer.release(ticket)
+        self.pacer.observe(
+            attempt.limits, attempt.outcome, ticket=ticket, status_code=attempt.status_code,
+            input_tokens=attempt.usage.input + attempt.usage.cache_write
+            if attempt.billed else None,
+            output_tokens=attempt.usage.output if attempt.billed else None,
+            retry_after=attempt.retry_after,
+        )
         item.add(attempt)
         if attempt.billed:
             self.spent += attempt.cost
