@@ -362,3 +362,14 @@ def test_acquire_sleeps_until_the_budget_refills() -> None:
         assert 0.15 < loop.time() - began < 1.0
 
     asyncio.run(main())
+
+
+def test_the_cli_default_cap_is_the_pacers() -> None:
+    import inspect
+
+    from intel_cli.cli.enrich import enrich_command
+    from intel_cli.pacing import DEFAULT_CAP
+    from intel_cli.pipeline import RunOptions
+
+    assert inspect.signature(enrich_command).parameters["concurrency"].default == DEFAULT_CAP
+    assert RunOptions(inputs=[]).concurrency == DEFAULT_CAP

@@ -71,8 +71,13 @@ def enrich_command(
         str, typer.Option("--model", envvar="INTEL_MODEL", help="Claude model.")
     ] = DEFAULT_MODEL,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, help="Requests in flight at most.")
-    ] = 5,
+        int,
+        typer.Option(
+            "--concurrency", min=1, show_default=False,
+            help="Requests in flight at most; under this cap the pace adapts to the "
+            "account's rate limits. Default: 256.",
+        ),
+    ] = 256,  # intel_cli.pacing.DEFAULT_CAP (not imported: it would load asyncio at start)
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.001, help="Seconds per attempt.")
     ] = 10.0,
