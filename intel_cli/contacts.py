@@ -200,37 +200,69 @@ _WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 _CONTROL = frozenset(chr(c) for c in (*range(9), 11, *range(14, 32), 127))
 
 
-def _detect_encoding(path: str, label: str, warn: Callable[[str], None]) -> tuple[str, str]:
-    """(encoding, errors) to open `path` with; raises InputError for binary files.
+def _check_utf16(f: BinaryIO, head: bytes, label: str) -> bool:
+    """Whether the UTF-16 file holds NUL characters; raises InputError when it is not UTF-16."""
+    decoder = codecs.getincrementaldecoder("utf-16")()
+    done = 0  # bytes decoded before the current chunk, for the message
+    has_nul = False
+    chunk = head
+    try:
+        while chunk:
+            has_nul = "\x00" in decoder.decode(chunk) or has_nul
+            done += len(chunk)
+            chunk = f.read(_CHUNK)
+        decoder.decode(b"", final=True)
+        return has_nul
+    except UnicodeDecodeError as exc:
+        where = done + exc.start
+        raise InputError(
+            f"{label}: starts like UTF-16 text but is not valid UTF-16 ({exc.reason} near "
+            f"byte {where}): save it again as CSV UTF-8"
+        ) from None
 
-    Reads the whole file once: a byte that is not UTF-8 can be anywhere, and the warning must
-    come before the first row, not halfway through a run.
+
+def _detect_encoding(
+    path: str, label: str, warn: Callable[[str], None]
+) -> tuple[str, str, bool]:
+    """(encoding, errors) to open `path` with, and whether it holds NUL characters past the
+    binary probe; raises InputError for binary files.
+
+    Reads the whole file once: a byte that is not UTF-8 (or a NUL) can be anywhere, and the
+    warning must come before the first row, not halfway through a run.
     """
     with open(path, "rb") as f:
         head = f.read(_SAMPLE_BYTES)
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            # Excel's "Unicode text" export: UTF-16 with a BOM (and NUL bytes, so test first)
-            return "utf-16", "strict"
+            # Excel's "Unicode text" export: UTF-16 with a BOM (and NUL bytes, so test first).
+            # Checked whole now, as UTF-8 is: a torn or odd-length file would otherwise fail
+            # with a UnicodeDecodeError traceback halfway through reading it.
+            return "utf-16", "strict", _check_utf16(f, head, label)
         if b"\x00" in head[:_BINARY_PROBE]:
             raise InputError(f"{label}: {_NOT_TEXT}")
         decoder = codecs.getincrementaldecoder("utf-8")()
+        utf8, has_nul = True, False
         chunk = head
-        try:
-            while chunk:
-                decoder.decode(chunk)
-                chunk = f.read(_CHUNK)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            encoding, errors = "utf-8-sig", _CP1252_FALLBACK
-        else:
-            encoding, errors = "utf-8-sig", "strict"
+        while chunk:
+            has_nul = has_nul or b"\x00" in chunk
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+            chunk = f.read(_CHUNK)
+        if utf8:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                utf8 = False
+        encoding, errors = "utf-8-sig", "strict" if utf8 else _CP1252_FALLBACK
     sample = head[:_BINARY_PROBE].decode(encoding, errors=_CP1252_FALLBACK)
     control = sum(1 for ch in sample if ch in _CONTROL)
     if control > 3 and control * 50 > len(sample):
         raise InputError(f"{label}: {_NOT_TEXT}")
     if errors == _CP1252_FALLBACK:
         warn(f"{label} is not UTF-8; read it as cp1252")
-    return encoding, errors
+    return encoding, errors, has_nul
 
 
 # --- the column mapping of one input -------------------------------------------------------
@@ -354,12 +386,16 @@ def _unique_columns(header: Sequence[str]) -> list[str]:
     by column name, so a second `Notes` becomes `Notes_2` and a blank header `column_N`."""
     columns: list[str] = []
     seen: set[str] = set()
+    # the last suffix tried per name: without it, a header of 10,000 identical names takes
+    # 50 million probes (a file of repeated delimiters made this a minutes-long hang)
+    last_suffix: dict[str, int] = {}
     for position, raw in enumerate(header, start=1):
         name = raw.replace("\ufeff", "").strip() or f"column_{position}"
-        candidate, n = name, 1
+        candidate, n = name, last_suffix.get(name, 1)
         while candidate in seen:
             n += 1
             candidate = f"{name}_{n}"
+        last_suffix[name] = n
         seen.add(candidate)
         columns.append(candidate)
     return columns
@@ -374,9 +410,10 @@ class _JsonArrayReader:
     """Streams the objects of a JSON array with `JSONDecoder.raw_decode`, one item at a time,
     so a large array is never held in memory."""
 
-    def __init__(self, f: TextIO, label: str) -> None:
+    def __init__(self, f: TextIO, label: str, warn_once: Callable[[str], None]) -> None:
         self.f = f
         self.label = label
+        self.warn_once = warn_once
         self.decoder = json.JSONDecoder()
         self.buf = ""
         self.pos = 0
@@ -415,7 +452,8 @@ class _JsonArrayReader:
         if char == "":
             return  # an empty file: no contacts
         if char != "[":
-            raise self._fail("JSON must be an array of objects")
+            found = {"{": "an object", '"': "a string"}.get(char, "not an array")
+            raise self._fail(f"JSON must be an array of objects ([{{...}}, ...]), not {found}")
         self.pos += 1
         char = self._peek()
         if char == "]":
@@ -440,9 +478,9 @@ class _JsonArrayReader:
     def _decode(self, item: int) -> dict[str, Any]:
         size = _SAMPLE_BYTES
         while True:
+            start = self.pos
             try:
                 obj, self.pos = self.decoder.raw_decode(self.buf, self.pos)
-                return obj
             except json.JSONDecodeError as exc:
                 # the item may only be cut off by the buffer: read more and try again
                 if not self._fill(size):
@@ -450,6 +488,53 @@ class _JsonArrayReader:
                     what = f"not valid JSON in item {item} (line {line}): {exc.msg}"
                     raise self._fail(what) from None
                 size *= 2
+                continue
+            except (ValueError, RecursionError) as exc:
+                line = self.lines_before + self.buf.count("\n", 0, start) + 1
+                raise self._fail(f"item {item} (line {line}): {_json_limit(exc)}") from None
+            return _clean_json(obj, self.buf[start : self.pos], self.label, self.warn_once)
+
+
+def _json_limit(exc: ValueError | RecursionError) -> str:
+    """What a JSON value past the parser's limits is, for the one-line message."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to read"
+    if "integer string conversion" in str(exc):
+        return f"a number longer than {sys.get_int_max_str_digits()} digits: quote it"
+    return f"not readable JSON ({str(exc).split(':', 1)[0]})"
+
+
+# a \u0000 or \uD800-\uDFFF escape in JSON text: only then can a decoded string hold a NUL
+# or a lone surrogate
+_ODD_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean_json(
+    obj: dict[str, Any], raw: str, label: str, warn_once: Callable[[str], None]
+) -> dict[str, Any]:
+    """JSON may escape half of a UTF-16 pair (`"\\ud83d"`, a JavaScript string cut mid-emoji)
+    or a NUL (`"\\u0000"`). Neither can be stored (PostgreSQL refuses both, UTF-8 cannot
+    encode the first) or written as UTF-8: a half pair is read as U+FFFD, a NUL is left out."""
+    if not _ODD_ESCAPE.search(raw):
+        return obj
+    fixed: dict[str, Any] = _clean_strings(obj)
+    if fixed != obj:
+        warn_once(
+            f"{label}: some text holds \\u0000 or half of a \\uD8xx-\\uDFxx pair; "
+            "NULs are left out, half pairs read as U+FFFD"
+        )
+    return fixed
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value).replace("\x00", "")
+    if isinstance(value, dict):
+        return {_clean_strings(k): _clean_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_strings(v) for v in value]
+    return value
 
 
 @dataclass
@@ -467,6 +552,9 @@ class _Input:
     columns: list[str] = field(default_factory=list)
     mapping: _Mapping = field(default_factory=_Mapping)
     stamp: tuple[int, int] = (0, 0)  # (size, mtime_ns): re-reading a changed file is an error
+    # NUL characters past the binary probe: dropped from CSV cells, since no store, API or
+    # spreadsheet takes them (PostgreSQL text refuses them outright)
+    has_nul: bool = False
 
     def open(self) -> TextIO:
         return open(self.path, encoding=self.encoding, errors=self.errors, newline="")
@@ -475,14 +563,14 @@ class _Input:
     def rows(self, warn_once: Callable[[str], None]) -> Iterator[dict[str, Any]]:
         if self.fmt == "json":
             with self.open() as f:
-                yield from _JsonArrayReader(f, self.label)
+                yield from _JsonArrayReader(f, self.label, warn_once)
         elif self.fmt == "jsonl":
             with self.open() as f:
-                yield from self._jsonl(f)
+                yield from self._jsonl(f, warn_once)
         else:
             yield from self._csv(warn_once)
 
-    def _jsonl(self, f: TextIO) -> Iterator[dict[str, Any]]:
+    def _jsonl(self, f: TextIO, warn_once: Callable[[str], None]) -> Iterator[dict[str, Any]]:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -491,16 +579,22 @@ class _Input:
             except json.JSONDecodeError as exc:
                 what = f"line {number}: not valid JSON ({exc.msg})"
                 raise InputError(f"{self.label}: {what}") from None
+            except (ValueError, RecursionError) as exc:
+                raise InputError(f"{self.label}: line {number}: {_json_limit(exc)}") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{self.label}: line {number}: not a JSON object")
-            yield obj
+            yield _clean_json(obj, line, self.label, warn_once)
 
     def _csv_reader(self, f: TextIO) -> Iterator[list[str]]:
         # only the delimiter comes from the sniffer: its quotechar guess is often `'` on files
         # with apostrophes, and skipinitialspace would change values
         reader = csv.reader(f, delimiter=self.delimiter, quotechar='"', doublequote=True)
         try:
-            yield from reader
+            if self.has_nul:
+                for row in reader:
+                    yield [cell.replace("\x00", "") for cell in row]
+            else:
+                yield from reader
         except csv.Error as exc:
             raise InputError(f"{self.label}: line {reader.line_num}: {exc}") from None
 
@@ -543,6 +637,23 @@ def _stamp(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+# csv.Sniffer's quote-guessing regexes are quadratic in the sample: 64 KB of `",` or `"\n`
+# took 40-90 s. A header and a few rows are all it needs; bounded like this, its worst case is
+# about 0.1 s.
+_SNIFF_LINES = 20
+_SNIFF_CHARS = 4096
+
+
+def _sniffer_sample(sample: str) -> str:
+    """The first lines of `sample`, at most _SNIFF_LINES and _SNIFF_CHARS (whole lines, unless
+    the first line alone is longer)."""
+    text = sample[:_SNIFF_CHARS]
+    lines = text.splitlines(keepends=True)
+    if len(text) < len(sample) and len(lines) > 1:
+        lines.pop()  # cut off mid-line
+    return "".join(lines[:_SNIFF_LINES])
+
+
 def _sniff_delimiter(sample: str) -> str:
     """The delimiter of a CSV sample: csv.Sniffer's, checked against the rows it produces."""
     candidates = (",", ";", "\t", "|")
@@ -555,7 +666,9 @@ def _sniff_delimiter(sample: str) -> str:
         return sum(1 for r in rows if len(r) == width) / len(rows), width
 
     try:
-        sniffed: str | None = csv.Sniffer().sniff(sample, delimiters="".join(candidates)).delimiter
+        sniffed: str | None = csv.Sniffer().sniff(
+            _sniffer_sample(sample), delimiters="".join(candidates)
+        ).delimiter
     except csv.Error:
         sniffed = None
     if sniffed is not None and shape(sniffed)[1] > 1:
@@ -576,7 +689,7 @@ def _analyse(inp: _Input, warn: Callable[[str], None]) -> None:
         if suffix in _WORKBOOKS:
             what = "a spreadsheet workbook, not a text file: export it as CSV"
             raise InputError(f"{inp.label}: {what}")
-        inp.encoding, inp.errors = _detect_encoding(inp.path, inp.label, warn)
+        inp.encoding, inp.errors, inp.has_nul = _detect_encoding(inp.path, inp.label, warn)
         with inp.open() as f:
             head = f.read(_SAMPLE_BYTES)
     except OSError as exc:
@@ -596,22 +709,31 @@ def _analyse(inp: _Input, warn: Callable[[str], None]) -> None:
             inp.fmt = "json"
         elif stripped.startswith("{"):
             first_line = stripped.split("\n", 1)[0]
+            if "\n" not in stripped and len(head) >= _SAMPLE_BYTES:
+                # the first line goes past the sample (a 300 KB notes field): judge all of it
+                with inp.open() as f:
+                    first_line = next((line for line in f if line.strip()), "")
             try:
                 is_line = isinstance(json.loads(first_line), dict)
             except json.JSONDecodeError:
                 is_line = False
+            except (ValueError, RecursionError):
+                # one line, past the parser's limits: read as JSONL, which names the line
+                is_line = True
             # one object per line is JSONL; a pretty-printed object is JSON (and an error)
             inp.fmt = "jsonl" if is_line else "json"
         else:
             inp.fmt = "csv"
 
     if inp.fmt == "csv":
-        _analyse_csv(inp, head)
+        _analyse_csv(inp, head, warn)
     else:
         _analyse_json(inp)
 
 
-def _analyse_csv(inp: _Input, head: str) -> None:
+def _analyse_csv(inp: _Input, head: str, warn: Callable[[str], None]) -> None:
+    if inp.has_nul:
+        warn(f"{inp.label} holds NUL characters; they are left out of the values")
     if inp.delimiter != "\t":
         # the sniffer is given whole lines only, so it does not judge a torn last row
         text = head if len(head) < _SAMPLE_BYTES else head[: head.rfind("\n") + 1] or head
