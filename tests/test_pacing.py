@@ -9,13 +9,14 @@ import heapq
 import itertools
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from intel_cli.anthropic_client import RateLimits
 from intel_cli.contacts import Contact
 from intel_cli.pacing import RECOVER_S, InputSizer, Pacer, Ticket
-from intel_cli.simulator import TokenBucket
+from intel_cli.simulator import FaultRule, Simulator, SimulatorConfig, TokenBucket
 
 
 class Clock:
@@ -373,3 +374,42 @@ def test_the_cli_default_cap_is_the_pacers() -> None:
 
     assert inspect.signature(enrich_command).parameters["concurrency"].default == DEFAULT_CAP
     assert RunOptions(inputs=[]).concurrency == DEFAULT_CAP
+
+
+# --- in the pipeline: real SDK, real HTTP, the simulator's buckets ---------------------------
+
+
+def test_a_single_429_under_adaptive_pacing_costs_about_its_retry_after(tmp_path: Path) -> None:
+    from intel_cli.stores.sqlite import SQLiteStore
+    from tests.test_pipeline import email, enrich, people, simulator, write_contacts
+
+    inputs = write_contacts(tmp_path / "c.csv", people(60))
+    with SQLiteStore(tmp_path / "s.db") as store, simulator(
+        rules=[FaultRule(email(7), "429", times=1)], retry_after_s=1
+    ) as sim:
+        store.migrate()
+        summary = enrich(sim, store, inputs)
+        assert sim.stats.rate_limited == 1
+        batch = store.get_batch(summary.batch_id)
+    assert summary.enriched == 60 and summary.status == "completed"
+    # every worker waits out the one retry-after (1 s), then the run goes on at full pace
+    assert batch is not None
+    assert 0.5 <= batch["metadata"]["limiterWaitS"] <= 2.0
+    assert summary.wall_time_ms < 8000
+
+
+def test_default_run_uses_the_headers_to_open_the_window(tmp_path: Path) -> None:
+    from intel_cli.stores.sqlite import SQLiteStore
+    from tests.test_pipeline import enrich, people, write_contacts
+
+    inputs = write_contacts(tmp_path / "c.csv", people(120))
+    # 0.3 s a request, a large account: the first answer's headers show room for all
+    config = SimulatorConfig(ttft_s=0.3, tokens_per_s=math.inf, jitter=0.0, rpm=4000,
+                             otpm=400_000)
+    with SQLiteStore(tmp_path / "s.db") as store, Simulator(config) as sim:
+        store.migrate()
+        summary = enrich(sim, store, inputs)
+        assert sim.stats.rate_limited == 0
+        # past the start window of 8 at once (slow start alone would need 3 round trips)
+        assert sim.stats.max_in_flight > 8 * 4
+    assert summary.enriched == 120
