@@ -36,10 +36,18 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TextIO, TypeVar
 
+from intel_cli import resume as resuming
 from intel_cli.anthropic_client import Attempt, Outcome
 from intel_cli.config import DEFAULT_MODEL
 from intel_cli.contacts import Contact, ContactSource, default_output_path, read_contacts
-from intel_cli.errors import ConfigError, IntelError, Interrupted, RateLimitedError, UsageError
+from intel_cli.errors import (
+    ConfigError,
+    IntelError,
+    Interrupted,
+    RateLimitedError,
+    StoreUnavailable,
+    UsageError,
+)
 from intel_cli.pacing import DEFAULT_CAP, InputSizer, Pacer
 from intel_cli.prompt import CAMPAIGNS, RunContext
 from intel_cli.schema import PROMPT_VERSION
@@ -96,6 +104,13 @@ class RunOptions:
     max_tokens: int = 1024
     # first retry delay; doubled per retry and after a rate limit. Tests make it small.
     backoff_base: float = 1.0
+    resume: str | None = None  # continue this batch (SPEC 2.2 --resume)
+    cache: bool = True  # reuse earlier results (SPEC 3.3); --no-cache sends everything
+    cache_ttl_s: float = 7 * 86400.0  # --cache-ttl
+    # a store write that fails (locked, unreachable) is retried this many times, with
+    # exponential backoff from store_backoff seconds, before the run stops with exit 4
+    store_retries: int = 3
+    store_backoff: float = 0.5
 
     def validate(self) -> None:
         if self.concurrency < 1:
@@ -117,6 +132,15 @@ class RunOptions:
             )
         if not self.model.strip():
             raise UsageError("--model must not be empty")
+        if self.resume is not None:
+            if not _BATCH_ID.match(self.resume):
+                raise UsageError(f"bad --resume {self.resume!r}: give the id of a batch")
+            if self.batch_id is not None and self.batch_id != self.resume:
+                raise UsageError("give --resume BATCH_ID or --batch-id, not both")
+        if self.cache_ttl_s < 0:
+            raise UsageError("--cache-ttl must not be negative")
+        if self.store_retries < 0 or self.store_backoff < 0:
+            raise UsageError("store retries and backoff must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -224,6 +248,16 @@ class AttemptClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+class CancelHook(Protocol):
+    """How the CLI's signal handlers stop a run (intel_cli.signals.StopSignals): the run arms
+    it with a callback that cancels it (safe to call from a signal handler), and disarms it
+    once it stops sending."""
+
+    def arm(self, cancel: Callable[[], None]) -> None: ...
+
+    def disarm(self) -> None: ...
+
+
 @dataclass
 class _Item:
     """One unique enrichable contact and everything its attempts cost so far."""
@@ -296,7 +330,7 @@ def _no_rows_message(inputs: Sequence[str], plan: _Plan) -> str:
     )
 
 
-def _sha256(path: str) -> str | None:
+def file_sha256(path: str) -> str | None:
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:
@@ -307,15 +341,16 @@ def _sha256(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def _metadata(options: RunOptions) -> dict[str, Any]:
+def _metadata(options: RunOptions, now: datetime) -> dict[str, Any]:
     inputs = [
-        {"name": name, "sha256": None if name == "-" else _sha256(name)}
+        {"name": name, "sha256": None if name == "-" else file_sha256(name)}
         for name in options.inputs
     ]
     meta = {
         "options": asdict(options),
         "inputs": inputs,
         "promptVersion": PROMPT_VERSION,
+        "runner": resuming.runner_info(now),
     }
     # options hold no secrets by design; this is the belt to those braces
     redacted: dict[str, Any] = json.loads(redact(json.dumps(meta, default=str)))
@@ -361,6 +396,8 @@ class _Run:
         warn: Callable[[str], None],
         now: Callable[[], datetime],
         monotonic: Callable[[], float],
+        previous: dict[int, dict[str, Any]] | None = None,
+        cancel_hook: CancelHook | None = None,
     ) -> None:
         self.options = options
         self.store = store
@@ -402,12 +439,38 @@ class _Run:
         self._waiters = 0
         self._wait_started = 0.0
         self._waited = 0.0
+        # --resume: the batch's stored results by row index (None: a new batch)
+        self.previous = previous
+        self.cancel_hook = cancel_hook
+        self.store_error: StoreUnavailable | None = None
+        # the contacts this session sends (a resumed batch's finished ones are not among them)
+        self.pending: list[_Item] = list(self.items)
+        self.unfinished: list[_Item] = []  # given an unfinished status by mark_unfinished
 
     # -- the store, on its own thread ------------------------------------------------------
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db_thread, functools.partial(fn, *args, **kwargs))
+
+    async def db_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store write with bounded retries: a store that is locked or away for a moment
+        does not end the run; one that stays away raises StoreUnavailable (exit 4)."""
+        for retry in range(self.options.store_retries + 1):
+            try:
+                return await self.db(fn, *args, **kwargs)
+            except StoreUnavailable:
+                if retry == self.options.store_retries:
+                    raise
+            await asyncio.sleep(self.options.store_backoff * 2**retry)
+        raise AssertionError("unreachable")
+
+    def store_failed(self, exc: StoreUnavailable) -> None:
+        """The store stayed away past the retries: stop sending (what is sent is billed and
+        could not be recorded); the output file still gets every contact."""
+        if self.store_error is None:
+            self.store_error = exc
+        self.stop("store", str(exc))
 
     def close(self) -> None:
         self._db_thread.shutdown(wait=True)
@@ -606,10 +669,10 @@ class _Run:
         intel: dict[str, Any] | None = None,
     ) -> None:
         item.status, item.error, item.intel = status, error, intel
-        await self.db(self.store.record_result, self.result(item))
+        await self.db_write(self.store.record_result, self.result(item))
         # counted once committed: progress never shows a contact a crash could lose
         self.done += 1
-        self.n_enriched += status == "enriched"
+        self.n_enriched += status in ("enriched", "cached")
         self.report()
 
     def result(self, item: _Item) -> ContactResult:
@@ -619,13 +682,13 @@ class _Run:
             row_index=item.contact.row_index,
             contact_key=item.contact.key,
             status=item.status or "failed",
-            model=self.options.model if sent else None,
+            model=self.options.model if sent or item.status == "cached" else None,
             usage=item.usage,
             cost=item.cost,
             latency_ms=item.latency_ms if sent else None,
             attempts=item.attempts,
             error=item.error,
-            intel=item.intel if item.status == "enriched" else None,
+            intel=item.intel if item.status in ("enriched", "cached") else None,
             raw_usage=list(item.raw_usage),
             prompt_version=PROMPT_VERSION,
         )
@@ -647,11 +710,16 @@ class _Run:
 
     async def worker(self, queue: deque[_Item]) -> None:
         while queue and self.stop_reason is None:
-            await self.process(queue.popleft())
+            try:
+                await self.process(queue.popleft())
+            except StoreUnavailable as exc:
+                self.store_failed(exc)
 
     async def send_all(self, items: list[_Item]) -> None:
         """Run `items` through `concurrency` workers. On Ctrl-C: stop sending, give in-flight
         requests INTERRUPT_GRACE_S to finish, cancel the rest, then re-raise."""
+        if not items:  # everything was cached, or finished before a resume
+            return
         queue = deque(items)
         workers = [
             asyncio.create_task(self.worker(queue))
@@ -677,49 +745,132 @@ class _Run:
     # -- the run ---------------------------------------------------------------------------
 
     async def main(self) -> None:
-        await self.check_limiter_at_start()
+        task = asyncio.current_task()
+        if self.cancel_hook is not None and task is not None:
+            loop = asyncio.get_running_loop()
+
+            def cancel() -> None:  # called from a signal handler: hand over to the loop
+                loop.call_soon_threadsafe(task.cancel)
+
+            self.cancel_hook.arm(cancel)
+        try:
+            await self._main()
+        finally:
+            if self.cancel_hook is not None:
+                self.cancel_hook.disarm()
+
+    async def open_batch(self) -> None:
+        """Create the batch, or reopen the one being resumed (its runner is now us)."""
+        if self.previous is None:
+            await self.db(
+                self.store.create_batch,
+                self.batch_id,
+                model_used=self.options.model,
+                mode=self.mode,
+                metadata=_metadata(self.options, self.now()),
+                total=len(self.items),
+                skipped=len(self.plan.skipped),
+                now=self.now(),
+            )
+            return
+        batch = await self.db(self.store.get_batch, self.batch_id)
+        resumes = int(((batch or {}).get("metadata") or {}).get("resumes") or 0)
         await self.db(
-            self.store.create_batch,
+            self.store.update_batch,
             self.batch_id,
-            model_used=self.options.model,
-            mode=self.mode,
-            metadata=_metadata(self.options),
-            total=len(self.items),
-            skipped=len(self.plan.skipped),
+            metadata={"runner": resuming.runner_info(self.now()), "resumes": resumes + 1},
+            status="running",
             now=self.now(),
         )
+
+    async def heartbeat(self) -> None:
+        """Keep `metadata.runner.heartbeatAt` fresh, so --resume elsewhere sees we live."""
+        while True:
+            await asyncio.sleep(resuming.HEARTBEAT_S)
+            with contextlib.suppress(StoreUnavailable):  # the writes report a lost store
+                await self.db(
+                    self.store.update_batch,
+                    self.batch_id,
+                    metadata={"runner": resuming.runner_info(self.now())},
+                    now=self.now(),
+                )
+
+    async def use_cache(self) -> None:
+        """SPEC 3.3: a contact with a fresh enough result for the same key, prompt version
+        and model is `cached` (cost 0, no request); the rest stay pending."""
+        if not self.options.cache or not self.pending:
+            return
+        since = self.now() - timedelta(seconds=self.options.cache_ttl_s)
+        keys = [item.contact.key for item in self.pending if item.contact.key]
+        found = await self.db(
+            self.store.find_cached_many,
+            keys,
+            prompt_version=PROMPT_VERSION,
+            model=self.options.model,
+            since=since,
+        )
+        still: list[_Item] = []
+        for item in self.pending:
+            row = found.get(item.contact.key or "")
+            if row is None or self.stop_reason is not None:
+                still.append(item)
+                continue
+            await self.finish(item, "cached", intel=row.get("intel"))
+        self.pending = still
+
+    async def _main(self) -> None:
+        await self.check_limiter_at_start()
+        await self.open_batch()
+        beat = asyncio.create_task(self.heartbeat())
         try:
             for row_index, reason in self.plan.skipped:
-                await self.db(
+                await self.db_write(
                     self.store.record_result,
                     ContactResult(self.batch_id, row_index, None, "skipped", error=reason),
                 )
+            await self.use_cache()
             self.client = self.client_factory()
             try:
                 self.report()
-                await self.send_all(self.items)
+                await self.send_all(self.pending)
                 await self.adaptive_retry()
             finally:
                 await self.client.aclose()
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None:
+            if task := asyncio.current_task():
                 task.uncancel()  # Ctrl-C is handled here: the cleanup below must run
             self.stop("interrupted")
+        except StoreUnavailable as exc:
+            self.store_failed(exc)
         except BaseException:
             # a bug or a broken store: leave no batch `running` if the store still answers
             self.stop("aborted", "internal error")
             with contextlib.suppress(Exception):  # the original error is the one to report
                 await self.db(self.finalise)
             raise
-        await self.db(self.finalise)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+        if self.cancel_hook is not None:
+            self.cancel_hook.disarm()  # from here on a signal cannot cut the bookkeeping
+        if self.stop_reason == "store":
+            # one try, no retries: the store has been away for a while already
+            self.mark_unfinished()
+            with contextlib.suppress(StoreUnavailable):
+                await self.db(self.finalise)
+            return
+        try:
+            await self.db_write(self.finalise)
+        except StoreUnavailable as exc:
+            self.store_failed(exc)
 
     async def adaptive_retry(self) -> None:
         """SPEC 4.1: under the threshold, give each timed-out contact one more go."""
         if self.stop_reason is not None or not self.options.adaptive_retry or not self.items:
             return
-        timed_out = [item for item in self.items if item.status == "timed_out"]
-        enriched = sum(item.status == "enriched" for item in self.items)
+        # a resumed batch's earlier timeouts are final: only this session's get the retry
+        timed_out = [item for item in self.pending if item.status == "timed_out"]
+        enriched = sum(item.status in ("enriched", "cached") for item in self.items)
         if not timed_out or enriched / len(self.items) >= self.options.adaptive_threshold:
             return
         self.phase = "adaptive retry"
@@ -741,23 +892,34 @@ class _Run:
             return "rate_limited", f"{prefix}: rate limited{until}"
         if self.stop_reason == "aborted":
             return "failed", f"{prefix}: run aborted ({self.abort_cause})"
+        if self.stop_reason == "store":
+            return "failed", f"{prefix}: the store became unavailable"
         return "failed", f"{prefix}: run interrupted"
 
     def finalise(self) -> None:
-        """Record unfinished contacts and write the batch totals (on the store thread)."""
-        for item in self.items:
-            if item.status is None:
-                item.status, item.error = self.unfinished_status(item)
-                item.intel = None
-                self.store.record_result(self.result(item))
+        """Record unfinished contacts and write the batch totals (on the store thread).
+        Safe to call again after a store failure: it rewrites the same rows."""
+        self.mark_unfinished()
+        for item in self.unfinished:
+            self.store.record_result(self.result(item))
+        totals = self.totals()
+        self.store.finalise_batch(self.batch_id, totals, now=self.now())
+
+    def mark_unfinished(self) -> None:
+        """Give every contact without an outcome its unfinished status, in memory first, so
+        the output has it even when the store cannot take it."""
         self.status = {
             None: "completed",
             "rate_limited": "rate_limited",
             "aborted": "failed",
             "interrupted": "interrupted",
+            "store": "failed",
         }[self.stop_reason]
-        totals = self.totals()
-        self.store.finalise_batch(self.batch_id, totals, now=self.now())
+        for item in self.items:
+            if item.status is None:
+                item.status, item.error = self.unfinished_status(item)
+                item.intel = None
+                self.unfinished.append(item)
 
     def model_rows(self) -> dict[str, ModelRow]:
         """Per model, the contacts that were sent to it (one model per run for now; the
@@ -777,7 +939,7 @@ class _Run:
         models = self.model_rows()
         usage = sum((item.usage for item in self.items), Usage())
         cost = sum((item.cost for item in self.items), Decimal(0))
-        enriched = sum(item.status == "enriched" for item in self.items)
+        enriched = sum(item.status in ("enriched", "cached") for item in self.items)
         metadata: dict[str, Any] = {
             "models": {
                 name: {
@@ -803,7 +965,7 @@ class _Run:
             failed=len(self.items) - enriched,
             retried=sum(item.attempts > 1 for item in self.items),
             timed_out=sum(item.status == "timed_out" for item in self.items),
-            cached=0,
+            cached=sum(item.status == "cached" for item in self.items),
             skipped=len(self.plan.skipped),
             cost=cost,
             # a request cancelled by Ctrl-C has no latency: it would drag the mean down
@@ -824,11 +986,14 @@ class _Run:
             )
         if self.stop_reason == "aborted":
             return ConfigError(self.abort_cause or "the run was aborted")
-        if self.stop_reason == "interrupted":
-            return Interrupted(
-                f"interrupted: progress saved in batch {self.batch_id}; "
-                "rerun to enrich the rest"
+        hint = resuming.resume_hint(self.options.inputs, self.batch_id)
+        if self.stop_reason == "store" and self.store_error is not None:
+            return StoreUnavailable(
+                f"{self.store_error}; the output has every contact, results committed so far "
+                f"are kept: {hint} once the store is back"
             )
+        if self.stop_reason == "interrupted":
+            return Interrupted(f"interrupted: progress saved in batch {self.batch_id}; {hint}")
         return None
 
     def summary(self, output: str) -> RunSummary:
@@ -872,6 +1037,7 @@ def run(
     stdout: TextIO | None = None,
     now: Callable[[], datetime] = utcnow,
     monotonic: Callable[[], float] = time.monotonic,
+    cancel: CancelHook | None = None,
 ) -> RunSummary:
     """Enrich `options.inputs` into `options.output`, recording everything in `store`.
 
@@ -881,10 +1047,14 @@ def run(
     the returned summary's `error` is the domain error to raise after rendering.
     The client comes from `client_factory` (tests), else an AnthropicClient with
     `api_key` and `base_url` (None: the SDK reads ANTHROPIC_BASE_URL).
+    With `options.resume`, the batch is continued (UsageError when it does not exist, is
+    running in a live process, or was started on other input files). `cancel` lets the
+    caller's signal handlers stop the run (SIGINT/SIGTERM, SPEC 4.3).
     """
     from intel_cli.contacts import write_output
 
     options.validate()
+    previous = _resumed_batch(options, store, now()) if options.resume else None
     if client_factory is None:
         if not api_key:
             raise ConfigError(NO_KEY_MESSAGE)
@@ -906,7 +1076,14 @@ def run(
             warn=warn,
             now=now,
             monotonic=monotonic,
+            previous=previous,
+            cancel_hook=cancel,
         )
+        if previous is not None:
+            state.pending = _restore(plan.items, previous)
+            finished = [item for item in plan.items if item.status is not None]
+            state.done = len(finished)
+            state.n_enriched = sum(i.status in ("enriched", "cached") for i in finished)
         try:
             asyncio.run(state.main())
         finally:
@@ -915,6 +1092,50 @@ def run(
         summary = state.summary(output)
         write_output(output, source, _result_for(batch_id, results), stdout=stdout)
     return summary
+
+
+def _resumed_batch(
+    options: RunOptions, store: Store, now: datetime
+) -> dict[int, dict[str, Any]]:
+    """Check that `options.resume` may be continued, take the batch's id, model and output
+    into `options`, and return its stored results by row index."""
+    assert options.resume is not None
+    batch = store.get_batch(options.resume)
+    resuming.check_resumable(batch, options.resume, options.inputs, now)
+    assert batch is not None
+    stored = (batch.get("metadata") or {}).get("options") or {}
+    options.batch_id = options.resume
+    # one batch, one model: the per-model counts and the cache key stay true
+    options.model = batch.get("model_used") or options.model
+    if options.output is None and isinstance(stored.get("output"), str):
+        options.output = stored["output"]
+    return {int(row["row_index"]): row for row in store.batch_results(options.resume)}
+
+
+def _restore(items: list[_Item], previous: dict[int, dict[str, Any]]) -> list[_Item]:
+    """Put a resumed batch's stored results back on its contacts: final ones keep their
+    outcome, the others keep what their attempts cost and go again. Returns the latter."""
+    pending: list[_Item] = []
+    for item in items:
+        row = previous.get(item.contact.row_index)
+        if row is not None and row.get("contact_key") == item.contact.key:
+            item.attempts = int(row.get("attempts") or 0)
+            item.usage = Usage(
+                int(row.get("input_tokens") or 0),
+                int(row.get("output_tokens") or 0),
+                int(row.get("cache_read_tokens") or 0),
+                int(row.get("cache_write_tokens") or 0),
+            )
+            item.cost = Decimal(row.get("cost") or 0)
+            if row.get("latency_ms") is not None:
+                item.latency_ms, item.answered = int(row["latency_ms"]), 1
+            item.raw_usage = list(row.get("usage") or [])
+            if resuming.is_final(row):
+                item.status, item.error = row["status"], row.get("error")
+                item.intel = row.get("intel")
+                continue
+        pending.append(item)
+    return pending
 
 
 def _anthropic_factory(

@@ -256,7 +256,9 @@ def test_ctrl_c_exits_130_with_the_batch_interrupted_and_the_output_written(
     inputs = contacts(tmp_path, n=6)
     env = {**os.environ, "INTEL_SIMULATE_TTFT": "30"}
     child = subprocess.Popen(
-        [sys.executable, "-m", "intel_cli", "enrich", str(inputs), "--simulate"],
+        # 5 at once: the sixth contact is never sent (the adaptive pacer would send all 6)
+        [sys.executable, "-m", "intel_cli", "enrich", str(inputs), "--simulate",
+         "--concurrency", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:

@@ -17,7 +17,8 @@ import typer
 
 from intel_cli.cli.common import open_store
 from intel_cli.config import DEFAULT_MODEL
-from intel_cli.errors import IntelError, UsageError
+from intel_cli.errors import IntelError, Interrupted, UsageError
+from intel_cli.signals import StopSignals
 
 SIMULATED_KEY = "sim-key"  # the in-process simulator accepts any key
 # a realistic but quick simulated API: about 2 s for a full answer
@@ -131,6 +132,30 @@ def enrich_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress and no tables; errors still show.")
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="BATCH_ID",
+            help="Continue an interrupted or killed batch with the same input files: "
+            "finished contacts are not sent again.",
+            show_default=False,
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Send every contact, even with a reusable result."),
+    ] = False,
+    cache_ttl: Annotated[
+        str,
+        typer.Option(
+            "--cache-ttl",
+            metavar="DURATION",
+            help="Reuse a contact's result this recent (same prompt and model): "
+            "e.g. 90m, 24h, 7d; 0 turns reuse off. Default: 7d.",
+            show_default=False,
+        ),
+    ] = "7d",
 ) -> None:
     """Enrich contacts with Claude: every row comes back, enriched or honestly marked."""
     from intel_cli import render
@@ -163,9 +188,19 @@ def enrich_command(
             region=region,
             campaign=campaign.strip().lower(),
             simulate=simulate,
+            resume=resume,
+            cache=not no_cache,
+            cache_ttl_s=_cache_ttl(cache_ttl),
+            # how long a run rides out a store that is away (tests make it short)
+            store_retries=int(_env_float("INTEL_STORE_RETRIES", 3)),
+            store_backoff=_env_float("INTEL_STORE_BACKOFF", 0.5),
         )
         options.validate()
-        with open_store(ctx) as store, _base_url(simulate) as base_url:
+        with (
+            open_store(ctx) as store,
+            _base_url(simulate) as base_url,
+            StopSignals() as stop_signals,
+        ):
             with view.progress_display(quiet=quiet or as_json) as progress:
                 summary = run(
                     options,
@@ -176,6 +211,7 @@ def enrich_command(
                     warn=render.warn,
                     stdin=sys.stdin.buffer if "-" in inputs else None,
                     stdout=sys.stdout,
+                    cancel=stop_signals,
                 )
     except IntelError as exc:
         if as_json:
@@ -186,7 +222,20 @@ def enrich_command(
     elif not quiet:
         view.render_summary(summary, render.stderr() if to_stdout else render.stdout())
     if summary.error is not None:
+        if isinstance(summary.error, Interrupted):
+            raise stop_signals.error(summary.error.message)  # 143 after SIGTERM
         raise summary.error
+
+
+def _cache_ttl(text: str) -> float:
+    from intel_cli.timeparse import parse_duration
+
+    if text.strip() == "0":
+        return 0.0
+    ttl = parse_duration(text)
+    if ttl is None:
+        raise UsageError(f"bad --cache-ttl {text!r}: use a duration such as 90m, 24h or 7d")
+    return ttl.total_seconds()
 
 
 @contextmanager
