@@ -3,7 +3,8 @@ summary, tokens, model breakdown and recent batches that `intel metrics` prints)
 and a 365 d window, at 10,000, 100,000 and 1,000,000 batches, on SQLite and on PostgreSQL.
 
 The batches are spread evenly over the last 400 days (so a 24 h window holds about 1/400 of
-them: 2,500 at 1M) with one result row each (the model breakdown joins the results). The
+them: 2,500 at 1M) with one result row each (the model breakdown joins the results), and
+inserted oldest first within each growth step, as a store gains them. The
 store is filled once and grown between sizes (SQLite executemany, PostgreSQL COPY), each
 backend migrated by its own migrations. Times are the median of --repeat calls after one
 warm-up call.
@@ -47,9 +48,12 @@ _RESULT_COLUMNS = (
 
 def rows(start: int, stop: int, now: datetime, rng: random.Random
          ) -> Iterator[tuple[tuple[object, ...], tuple[object, ...]]]:
-    """(intel_logs row, intel_results row) for batches start..stop-1."""
-    for i in range(start, stop):
-        created = now - timedelta(seconds=rng.uniform(0, SPREAD_DAYS * 86400))
+    """(intel_logs row, intel_results row) for batches start..stop-1, oldest first within
+    the chunk (a store gains its batches in time order; three chunks interleave)."""
+    offsets = sorted((rng.uniform(0, SPREAD_DAYS * 86400) for _ in range(start, stop)),
+                     reverse=True)
+    for i, offset in zip(range(start, stop), offsets, strict=True):
+        created = now - timedelta(seconds=offset)
         total = rng.randint(0, 500)
         enriched = rng.randint(0, total)
         model = MODELS[i % len(MODELS)]
