@@ -10,6 +10,7 @@
    cost of each run, and the cost the second run saved.
 
     python benchmarks/resume_and_cache.py [--contacts 500] [--ttft 0.3] [--speed 200]
+        [--concurrency N]   (default: the pipeline's adaptive default)
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def stored_rows(db: Path) -> int:
         return 0
 
 
-def kill_and_resume(n: int, ttft: float, speed: float, work: Path) -> None:
+def kill_and_resume(
+    n: int, ttft: float, speed: float, work: Path, concurrency: int | None
+) -> None:
     inputs, db, out = work / "contacts.csv", work / "kill.db", work / "kill.csv"
     write_contacts(inputs, n)
     config = SimulatorConfig(ttft_s=ttft, tokens_per_s=speed)
@@ -96,6 +99,8 @@ def kill_and_resume(n: int, ttft: float, speed: float, work: Path) -> None:
                "INTEL_HOME": str(work / "home")}
         command = [sys.executable, "-m", "intel_cli", "enrich", str(inputs), "--store", str(db),
                    "-o", str(out), "--quiet", "--model", MODEL]
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
         began = time.monotonic()
         child = subprocess.Popen([*command, "--batch-id", "b_bench_kill"], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -122,8 +127,9 @@ def kill_and_resume(n: int, ttft: float, speed: float, work: Path) -> None:
         batch = store.get_batch("b_bench_kill")
     assert batch is not None
     lost = cost_of(billed_all) - batch["cost"]
+    cap = "adaptive (the default)" if concurrency is None else f"--concurrency {concurrency}"
     print(f"Kill and resume: {n} contacts, simulator ttft {ttft:g} s at {speed:g} tok/s, "
-          "pipeline defaults (adaptive concurrency)")
+          f"concurrency: {cap}")
     print(f"  killed (SIGKILL) after {killed_at:.1f} s with {len(recorded)} contacts committed")
     print(f"  in flight at the kill (requested, never recorded): {len(in_flight)}")
     print(f"  answers billed before the kill but not recorded: "
@@ -164,10 +170,11 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=500)
     parser.add_argument("--ttft", type=float, default=0.3)
     parser.add_argument("--speed", type=float, default=200.0)
+    parser.add_argument("--concurrency", type=int, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        kill_and_resume(args.contacts, args.ttft, args.speed, work)
+        kill_and_resume(args.contacts, args.ttft, args.speed, work, args.concurrency)
         cache_twice(args.contacts, work)
 
 
