@@ -36,7 +36,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TextIO, TypeVar
 
+from intel_cli import budget as budgeting
 from intel_cli import resume as resuming
+from intel_cli import routing
 from intel_cli.anthropic_client import Attempt, Outcome
 from intel_cli.config import DEFAULT_MODEL
 from intel_cli.contacts import Contact, ContactSource, default_output_path, read_contacts
@@ -46,6 +48,7 @@ from intel_cli.errors import (
     Interrupted,
     RateLimitedError,
     StoreUnavailable,
+    ThresholdError,
     UsageError,
 )
 from intel_cli.pacing import DEFAULT_CAP, InputSizer, Pacer
@@ -111,6 +114,14 @@ class RunOptions:
     # exponential backoff from store_backoff seconds, before the run stops with exit 4
     store_retries: int = 3
     store_backoff: float = 0.5
+    # money limits (SPEC 4.2, intel_cli.budget) and model routing (intel_cli.routing)
+    max_cost: Decimal | None = None  # --max-cost: USD for this run
+    daily_budget: Decimal | None = None  # INTEL_DAILY_BUDGET: USD per UTC day, every process
+    fast_model: str | None = None  # --fast-model, for contacts whose role matches route_roles
+    route_roles: list[str] = field(default_factory=list)  # --route-roles
+    # --mode batch: the Message Batches API (intel_cli.batch_mode); how often it polls
+    mode: str = "realtime"
+    batch_poll_s: float = 15.0
 
     def validate(self) -> None:
         if self.concurrency < 1:
@@ -141,6 +152,17 @@ class RunOptions:
             raise UsageError("--cache-ttl must not be negative")
         if self.store_retries < 0 or self.store_backoff < 0:
             raise UsageError("store retries and backoff must be 0 or more")
+        budgeting.validate(self.max_cost, self.daily_budget)
+        routing.validate(self.fast_model, self.route_roles, self.model)
+        if self.mode not in ("realtime", "batch"):
+            raise UsageError("--mode must be realtime or batch")
+        if not self.batch_poll_s > 0:
+            raise UsageError("the batch poll interval must be more than 0 seconds")
+        if self.mode == "batch" and (self.max_cost is not None or self.daily_budget is not None):
+            raise UsageError(
+                "--mode batch cannot hold a budget yet (--max-cost, INTEL_DAILY_BUDGET): "
+                "use --mode realtime for a capped run"
+            )
 
 
 @dataclass(frozen=True)
@@ -272,6 +294,8 @@ class _Item:
     usage: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
     raw_usage: list[dict[str, Any]] = field(default_factory=list)
+    # batch mode: the batch answer was invalid, so the realtime follow-up is the re-ask
+    reask_first: bool = False
 
     def add(self, attempt: Attempt) -> None:
         self.answered += 1
@@ -412,9 +436,15 @@ class _Run:
         self.context = RunContext(
             genre=options.genre, region=options.region, campaign=options.campaign
         )
-        self.mode = "simulated" if options.simulate else "realtime"
+        self.mode = "simulated" if options.simulate else options.mode
         self.started = monotonic()
         self.pacer = Pacer(options.concurrency, output_reserve=options.max_tokens)
+        self.budget = budgeting.Budget(
+            store=store, batch_id=batch_id, max_cost=options.max_cost,
+            daily=options.daily_budget, hold_ttl_s=options.timeout + budgeting.HOLD_SLACK_S,
+            now=now,
+        )
+        self.router = routing.Router(options.model, options.fast_model, options.route_roles)
         self._sizer: InputSizer | None = None
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intel-store")
         self.client: AttemptClient | None = None
@@ -591,6 +621,33 @@ class _Run:
             )
         return self._sizer(contact)
 
+    def model_for(self, item: _Item) -> str:
+        """The model of the contact's next attempt (--fast-model for a routed role)."""
+        return self.router.model_for(item.contact.row_index, item.contact.role)
+
+    async def reserve_budget(self, item: _Item, *, reask: bool) -> budgeting.Hold | None:
+        """SPEC 4.2: hold the attempt's worst case against --max-cost and the daily budget.
+        None when it cannot fit: the contact ends over_budget and the run stops sending."""
+        if not self.budget.active:
+            return budgeting.FREE
+        model = self.model_for(item)
+        estimate = getattr(self.client, "estimate_input_tokens", None)
+        tokens = (
+            estimate(item.contact, model=model, context=self.context)
+            if estimate is not None
+            else budgeting.offline_input_tokens(item.contact, self.context)
+        )
+        if reask:
+            tokens += budgeting.REASK_EXTRA_TOKENS
+        worst = budgeting.worst_case(model, tokens, self.options.max_tokens)
+        hold = await self.budget.reserve(worst, self.db)
+        if hold is None:
+            reason = self.budget.reason or "over budget"
+            self.stop("over_budget", reason)
+            prefix = "not sent" if item.attempts == 0 else "unfinished"
+            await self.finish(item, "over_budget", error=f"{prefix}: {reason}")
+        return hold
+
     async def send(self, item: _Item, *, reask: bool) -> Attempt:
         assert self.client is not None
         ticket = await self.pacer.acquire(self.estimate_input(item.contact))
@@ -598,7 +655,7 @@ class _Run:
             # counted before the request goes: one cancelled by Ctrl-C was still sent
             item.attempts += 1
             attempt = await self.client.attempt(
-                item.contact, model=self.options.model, context=self.context, reask=reask
+                item.contact, model=self.model_for(item), context=self.context, reask=reask
             )
         finally:
             self.pacer.release(ticket)
@@ -610,26 +667,34 @@ class _Run:
             retry_after=attempt.retry_after,
         )
         item.add(attempt)
+        self.router.record(item.contact.row_index, attempt.model, attempt.usage, attempt.cost)
         if attempt.billed:
             self.spent += attempt.cost
         if attempt.billed and not attempt.priced and not self.unpriced:
             self.unpriced = True
             self.warn(
-                f"no price is known for model {self.options.model}: its cost is counted as 0 "
+                f"no price is known for model {attempt.model}: its cost is counted as 0 "
                 "(marked unpriced in the batch)"
             )
         return attempt
 
     async def process(self, item: _Item) -> None:
         """Take one contact to a final status, or leave it unfinished when the run stops."""
-        reask = False
+        reask = item.reask_first
         retries = 0
         while True:
             if not await self.clear_to_send():
                 return
+            hold = await self.reserve_budget(item, reask=reask)
+            if hold is None:
+                return
             attempt = await self.send(item, reask=reask)
+            await self.budget.settle(hold, attempt.cost if attempt.billed else Decimal(0), self.db)
             outcome = attempt.outcome
             if outcome is Outcome.OK:
+                if self.router.escalate(item.contact.row_index, attempt.intel):
+                    reask = False  # the fast model was not sure: ask the main model
+                    continue
                 await self.finish(item, "enriched", intel=attempt.intel)
                 return
             if outcome is Outcome.INVALID_OUTPUT and not reask:
@@ -668,6 +733,8 @@ class _Run:
         error: str | None = None,
         intel: dict[str, Any] | None = None,
     ) -> None:
+        # a routed contact whose second opinion failed keeps the fast model's answer
+        status, error, intel = self.router.outcome(item.contact.row_index, status, error, intel)
         item.status, item.error, item.intel = status, error, intel
         await self.db_write(self.store.record_result, self.result(item))
         # counted once committed: progress never shows a contact a crash could lose
@@ -682,7 +749,8 @@ class _Run:
             row_index=item.contact.row_index,
             contact_key=item.contact.key,
             status=item.status or "failed",
-            model=self.options.model if sent or item.status == "cached" else None,
+            model=(self.router.kept_model(item.contact.row_index) or self.options.model)
+            if sent or item.status == "cached" else None,
             usage=item.usage,
             cost=item.cost,
             latency_ms=item.latency_ms if sent else None,
@@ -832,7 +900,13 @@ class _Run:
             self.client = self.client_factory()
             try:
                 self.report()
-                await self.send_all(self.pending)
+                if self.options.mode == "batch" or self.previous is not None:
+                    # Message Batches, and collecting those a resumed batch submitted
+                    from intel_cli import batch_mode
+
+                    await batch_mode.send(self)
+                else:
+                    await self.send_all(self.pending)
                 await self.adaptive_retry()
             finally:
                 await self.client.aclose()
@@ -894,6 +968,8 @@ class _Run:
             return "failed", f"{prefix}: run aborted ({self.abort_cause})"
         if self.stop_reason == "store":
             return "failed", f"{prefix}: the store became unavailable"
+        if self.stop_reason == "over_budget":
+            return "over_budget", f"{prefix}: {self.abort_cause or 'over budget'}"
         return "failed", f"{prefix}: run interrupted"
 
     def finalise(self) -> None:
@@ -904,6 +980,7 @@ class _Run:
             self.store.record_result(self.result(item))
         totals = self.totals()
         self.store.finalise_batch(self.batch_id, totals, now=self.now())
+        self.budget.close()  # nothing is in flight any more: no hold of ours may linger
 
     def mark_unfinished(self) -> None:
         """Give every contact without an outcome its unfinished status, in memory first, so
@@ -914,25 +991,29 @@ class _Run:
             "aborted": "failed",
             "interrupted": "interrupted",
             "store": "failed",
+            "over_budget": "over_budget",
         }[self.stop_reason]
         for item in self.items:
             if item.status is None:
-                item.status, item.error = self.unfinished_status(item)
-                item.intel = None
+                item.status, item.error, item.intel = self.router.outcome(
+                    item.contact.row_index, *self.unfinished_status(item), None
+                )
                 self.unfinished.append(item)
 
     def model_rows(self) -> dict[str, ModelRow]:
-        """Per model, the contacts that were sent to it (one model per run for now; the
-        routing of a later issue sends some roles to a cheaper one)."""
+        """Per model, the contacts that were sent to it and what they cost there (a routed
+        contact asked twice counts under both models; enriched under the one it kept)."""
         rows: dict[str, ModelRow] = {}
         for item in self.items:
             if item.attempts == 0:
                 continue
-            row = rows.setdefault(self.options.model, ModelRow(self.options.model))
-            row.contacts += 1
-            row.enriched += item.status == "enriched"
-            row.cost += item.cost
-            row.usage += item.usage
+            spent = self.router.spend(item.contact.row_index, item.usage, item.cost)
+            for model, usage, cost, kept in spent:
+                row = rows.setdefault(model, ModelRow(model))
+                row.contacts += 1
+                row.enriched += kept and item.status == "enriched"
+                row.cost += cost
+                row.usage += usage
         return rows
 
     def totals(self) -> BatchTotals:
@@ -994,6 +1075,11 @@ class _Run:
             )
         if self.stop_reason == "interrupted":
             return Interrupted(f"interrupted: progress saved in batch {self.batch_id}; {hint}")
+        if self.stop_reason == "over_budget":
+            return ThresholdError(
+                f"{self.abort_cause or 'over budget'}: the contacts not sent are over_budget "
+                f"in the output; raise the limit and {hint}"
+            )
         return None
 
     def summary(self, output: str) -> RunSummary:

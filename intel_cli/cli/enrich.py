@@ -2,7 +2,9 @@
 
 `--simulate` starts the simulated Messages API in this process and points the client at it
 (SPEC 6); its latency can be tuned with INTEL_SIMULATE_TTFT (seconds to first token) and
-INTEL_SIMULATE_SPEED (output tokens per second, `inf` for none).
+INTEL_SIMULATE_SPEED (output tokens per second, `inf` for none), and how long its Message
+Batches take with INTEL_SIMULATE_BATCH_S. `--mode batch` checks on its Message Batches every
+INTEL_BATCH_POLL_S seconds [15].
 """
 
 from __future__ import annotations
@@ -11,19 +13,23 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
 from intel_cli.cli.common import open_store
-from intel_cli.config import DEFAULT_MODEL
+from intel_cli.config import DEFAULT_FAST_MODEL, DEFAULT_MODEL
 from intel_cli.errors import IntelError, Interrupted, UsageError
 from intel_cli.signals import StopSignals
+
+if TYPE_CHECKING:
+    from intel_cli.pipeline import RunOptions
 
 SIMULATED_KEY = "sim-key"  # the in-process simulator accepts any key
 # a realistic but quick simulated API: about 2 s for a full answer
 SIMULATE_TTFT_S = 0.3
 SIMULATE_SPEED = 200.0
+SIMULATE_BATCH_S = 2.0  # a simulated Message Batch ends this long after it is created
 
 
 def _env_float(name: str, default: float) -> float:
@@ -44,6 +50,7 @@ def _simulated_api() -> Iterator[str]:
     config = SimulatorConfig(
         ttft_s=_env_float("INTEL_SIMULATE_TTFT", SIMULATE_TTFT_S),
         tokens_per_s=_env_float("INTEL_SIMULATE_SPEED", SIMULATE_SPEED),
+        batch_processing_s=_env_float("INTEL_SIMULATE_BATCH_S", SIMULATE_BATCH_S),
     )
     with Simulator(config) as simulator:
         yield simulator.base_url
@@ -126,6 +133,17 @@ def enrich_command(
     simulate: Annotated[
         bool, typer.Option("--simulate", help="Use the built-in simulated API, not Anthropic.")
     ] = False,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            metavar="realtime|batch",
+            help="realtime: one request per contact as it goes. batch: the Message Batches "
+            "API, half the price, results within 24 h (usually minutes); --resume collects "
+            "a submitted batch without sending it again. Default: realtime.",
+            show_default=False,
+        ),
+    ] = "realtime",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run summary as JSON (for cron).")
     ] = False,
@@ -156,6 +174,45 @@ def enrich_command(
             show_default=False,
         ),
     ] = "7d",
+    max_cost: Annotated[
+        str | None,
+        typer.Option(
+            "--max-cost",
+            metavar="USD",
+            help="Never spend more than this on the run: each request's worst case is "
+            "reserved before it is sent; contacts that do not fit end over_budget (exit 5). "
+            "INTEL_DAILY_BUDGET (USD per UTC day) caps every run sharing the store.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Estimate tokens and cost per model and mode (realtime, batch, with and "
+            "without reused results); send nothing.",
+        ),
+    ] = False,
+    fast_model: Annotated[
+        str | None,
+        typer.Option(
+            "--fast-model",
+            metavar="NAME",
+            help=f"Cheaper model for contacts matching --route-roles. Default: "
+            f"{DEFAULT_FAST_MODEL}.",
+            show_default=False,
+        ),
+    ] = None,
+    route_roles: Annotated[
+        str | None,
+        typer.Option(
+            "--route-roles",
+            metavar="LIST",
+            help='Roles sent to --fast-model, e.g. "DJ,Producer" (case-insensitive, on the '
+            "role column); a Low-confidence answer is asked again on --model.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Enrich contacts with Claude: every row comes back, enriched or honestly marked."""
     from intel_cli import render
@@ -168,7 +225,7 @@ def enrich_command(
     json_file = sys.stderr if to_stdout else sys.stdout
     try:
         api_key = SIMULATED_KEY if simulate else os.environ.get("ANTHROPIC_API_KEY")
-        if not api_key:
+        if not api_key and not dry_run:  # a dry run without a key estimates offline
             from intel_cli.errors import ConfigError
 
             raise ConfigError(NO_KEY_MESSAGE)
@@ -188,14 +245,21 @@ def enrich_command(
             region=region,
             campaign=campaign.strip().lower(),
             simulate=simulate,
+            mode=mode.strip().lower(),
+            batch_poll_s=_env_float("INTEL_BATCH_POLL_S", 15.0),
             resume=resume,
             cache=not no_cache,
             cache_ttl_s=_cache_ttl(cache_ttl),
             # how long a run rides out a store that is away (tests make it short)
             store_retries=int(_env_float("INTEL_STORE_RETRIES", 3)),
             store_backoff=_env_float("INTEL_STORE_BACKOFF", 0.5),
+            **_money_and_routing(max_cost, fast_model, route_roles),
         )
         options.validate()
+        if dry_run:
+            _dry_run(ctx, options, api_key=api_key, simulate=simulate, as_json=as_json,
+                     out=json_file if as_json else None, to_stderr=to_stdout)
+            return
         with (
             open_store(ctx) as store,
             _base_url(simulate) as base_url,
@@ -236,6 +300,58 @@ def _cache_ttl(text: str) -> float:
     if ttl is None:
         raise UsageError(f"bad --cache-ttl {text!r}: use a duration such as 90m, 24h or 7d")
     return ttl.total_seconds()
+
+
+def _money_and_routing(
+    max_cost: str | None, fast_model: str | None, route_roles: str | None
+) -> dict[str, Any]:
+    """RunOptions for --max-cost, INTEL_DAILY_BUDGET, --fast-model and --route-roles."""
+    from intel_cli.budget import daily_budget_from_env, parse_usd
+    from intel_cli.routing import parse_roles
+
+    roles = parse_roles(route_roles)
+    if fast_model is not None and not roles:
+        raise UsageError(
+            '--fast-model needs --route-roles to say which contacts go to it, e.g. '
+            '--route-roles "DJ,Producer"'
+        )
+    return {
+        "max_cost": None if max_cost is None else parse_usd(max_cost, "--max-cost"),
+        "daily_budget": daily_budget_from_env(),
+        "fast_model": (fast_model or DEFAULT_FAST_MODEL) if roles else None,
+        "route_roles": roles,
+    }
+
+
+def _dry_run(
+    ctx: typer.Context,
+    options: RunOptions,
+    *,
+    api_key: str | None,
+    simulate: bool,
+    as_json: bool,
+    out: TextIO | None,
+    to_stderr: bool,
+) -> None:
+    """--dry-run: the forecast of intel_cli.forecast, as tables or JSON; nothing is sent."""
+    from intel_cli import render
+    from intel_cli.forecast import forecast
+    from intel_cli.render import enrich as view
+
+    with open_store(ctx) as store, _base_url(simulate) as base_url:
+        result = forecast(
+            options,
+            store,
+            api_key=api_key or None,
+            base_url=base_url,
+            simulated=simulate,
+            stdin=sys.stdin.buffer if "-" in options.inputs else None,
+            warn=render.warn,
+        )
+    if out is not None:
+        view.print_forecast_json(result, out)
+    else:
+        view.render_forecast(result, render.stderr() if to_stderr else render.stdout())
 
 
 @contextmanager

@@ -14,16 +14,20 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from intel_cli import render
 from intel_cli.pipeline import Progress as RunProgress
 from intel_cli.pipeline import RunSummary
+
+if TYPE_CHECKING:
+    from intel_cli.forecast import Forecast
 from intel_cli.render.reports import count, millis, money, success_text
 
 ProgressCallback = Callable[[RunProgress], None]
@@ -159,16 +163,18 @@ def summary_table(summary: RunSummary) -> Table:
 def models_table(summary: RunSummary) -> Table:
     table = Table(title="Per model", box=box.SIMPLE_HEAVY, title_justify="left")
     table.add_column("Model", no_wrap=True)
-    for name in ("Contacts", "Enriched", "Input tok", "Output tok", "Cost"):
+    for name in ("Contacts", "Enriched", "Input tok", "Output tok", "Cost", "Share"):
         table.add_column(name, justify="right")
     for row in summary.models:
         table.add_row(
-            row.model,
+            Text(row.model),
             count(row.contacts),
             count(row.enriched),
             count(row.usage.input),
             count(row.usage.output),
             money(row.cost),
+            # where the money went (routing sends some contacts to a cheaper model)
+            f"{100 * row.cost / summary.cost:.0f}%" if summary.cost else "-",
         )
     return table
 
@@ -201,4 +207,73 @@ def print_summary_json(summary: RunSummary, file: TextIO) -> None:
 def print_error_json(message: str, file: TextIO) -> None:
     """`--json` when the run failed before it had a summary."""
     file.write(json.dumps({"success": False, "error": message}, indent=2) + "\n")
+    file.flush()
+
+
+# --- intel enrich --dry-run -----------------------------------------------------------------
+
+
+def forecast_table(forecast: Forecast) -> Table:
+    """Expected cost per model and mode; "with reuse" leaves out the contacts whose earlier
+    results would be reused (SPEC 3.3)."""
+    table = Table(title="Expected cost (dry run)", box=box.SIMPLE_HEAVY, title_justify="left")
+    table.add_column("Model", no_wrap=True)
+    columns = ("Contacts", "Reused", "Input tok", "Output tok", "Realtime", "Batch",
+               "Realtime w/ reuse", "Batch w/ reuse")
+    for name in columns:
+        table.add_column(name, justify="right")
+
+    def cells(row: Any) -> list[str]:
+        # realtime, batch, realtime with reuse, batch with reuse: the columns' order
+        return [
+            money(row.cost(batch=batch, cache=cache))
+            for cache in (False, True)
+            for batch in (False, True)
+        ]
+
+    for row in forecast.models:
+        table.add_row(
+            Text(row.model), count(row.contacts), count(row.cached), count(row.input_tokens),
+            count(row.output_tokens), *cells(row),
+        )
+    if len(forecast.models) > 1:
+        table.add_row(
+            Text("all models", style="bold"), count(forecast.contacts), count(forecast.cached),
+            count(forecast.input_tokens), count(forecast.output_tokens), *cells(forecast),
+        )
+    return table
+
+
+def render_forecast(forecast: Forecast, console: Console | None = None) -> None:
+    """The dry run: where the token counts come from, the cost table, and the notes."""
+    console = console or render.stdout()
+
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    line(
+        f"Dry run: {forecast.contacts:,} contacts to enrich ({forecast.skipped:,} skipped, "
+        f"{forecast.duplicates:,} duplicates); nothing was sent."
+    )
+    counted = f", {forecast.counted:,} counted" if forecast.counted else ""
+    line(f"Input tokens: {forecast.token_source}{counted}.")
+    for row in forecast.models:
+        line(
+            f"Output tokens for {row.model}: {row.output_per_request:,.0f} per request "
+            f"({row.output_source})."
+        )
+    console.print(forecast_table(forecast))
+    if forecast.max_cost is not None:
+        worst = forecast.cost(batch=False, cache=False)
+        verdict = "fits within" if worst <= forecast.max_cost else "exceeds"
+        line(f"The realtime estimate {verdict} --max-cost {money(forecast.max_cost)}.")
+    if not forecast.cache_used:
+        line("--no-cache: every contact would be sent.")
+    for note in forecast.notes:
+        line(f"Note: {note}.")
+
+
+def print_forecast_json(forecast: Forecast, file: TextIO) -> None:
+    """`--dry-run --json`: one document."""
+    file.write(json.dumps(forecast.to_json(), indent=2) + "\n")
     file.flush()
