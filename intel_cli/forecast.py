@@ -197,13 +197,16 @@ def forecast(
     """The forecast for `options` (intel_cli.pipeline.RunOptions). With `api_key`, input
     tokens are counted through `base_url` (None: the SDK's ANTHROPIC_BASE_URL); without, they
     are estimated offline. Raises what counting raises (ConfigError, RateLimitedError)."""
-    from intel_cli.pipeline import plan_contacts
+    from intel_cli.errors import UsageError
+    from intel_cli.pipeline import _no_rows_message, plan_contacts
 
     options.validate()
     context = RunContext(genre=options.genre, region=options.region, campaign=options.campaign)
     router = Router(options.model, options.fast_model, options.route_roles)
     with read_contacts(options.inputs, stdin=stdin, warn=warn or (lambda _: None)) as source:
         plan = plan_contacts(source)
+    if not plan.items:  # as a real run would: exit 2, saying why
+        raise UsageError(_no_rows_message(options.inputs, plan))
     contacts = [item.contact for item in plan.items]
     routed = [(c, router.model_for(c.row_index, c.role)) for c in contacts]
     if api_key:

@@ -675,4 +675,7 @@ def output_history(raw: Any) -> tuple[int, Decimal | None]:
     body = json.loads(raw) if isinstance(raw, str) else (raw or {})
     n = int(body.get("n") or 0)
     mean = body.get("mean")
-    return (n, Decimal(str(mean))) if n and mean is not None else (0, None)
+    if not n or mean is None:
+        return 0, None
+    # 2 places: the JSON number arrives as a float, and a token count needs no more
+    return n, Decimal(str(mean)).quantize(Decimal("0.01"))

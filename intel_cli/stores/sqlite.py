@@ -646,7 +646,8 @@ class SQLiteStore(Store):
             (model, max(int(limit), 0)),
         )[0]
         n = int(row["n"])
-        return (n, Decimal(int(row["total"])) / n) if n else (0, None)
+        # 2 places, as PostgreSQL's (a JSON float there): a token count needs no more
+        return (n, (Decimal(int(row["total"])) / n).quantize(Decimal("0.01"))) if n else (0, None)
 
 def _env_busy_timeout() -> int:
     raw = os.environ.get("INTEL_SQLITE_BUSY_TIMEOUT_MS", "").strip()
