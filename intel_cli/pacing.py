@@ -24,6 +24,7 @@ clock, which tests inject; `try_acquire` is the synchronous core that `acquire` 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
 from collections import deque
@@ -43,6 +44,11 @@ DEFAULT_START = 8
 RECOVER_S = 30.0
 # kept in every bucket: covers estimate errors and other clients of the same account
 MARGIN_FRACTION = 0.02
+# requests sent this close together may reach the API in either order (connection set-up,
+# the network): a header's remaining is only known to within what was sent that close
+REORDER_S = 0.5
+# how long the record of recent sends is kept (longer than any request's latency)
+HISTORY_S = 300.0
 _CONGESTION_STATUS = frozenset({429, 529})
 _BUDGETS = ("requests", "input_tokens", "output_tokens")
 
@@ -87,14 +93,24 @@ class _Budget:
             self.level, self.at = self.level_at(now) - amount, now
 
     def correct(self, limit: int, remaining: int, ticket: Ticket | None, index: int,
-                now: float) -> None:
-        """What the API said when it admitted `ticket`'s request, carried forward to now."""
+                now: float, unsure: tuple[float, float] = (0.0, 0.0)) -> None:
+        """What the API said when it admitted `ticket`'s request, carried forward to now:
+        remaining then, plus the refill since, minus what was sent after it.
+
+        Requests sent close together may reach the API in another order: `unsure` is what
+        was sent just before the ticket (maybe admitted after it: the header is high by up
+        to that) and just after it (maybe admitted before it: counted twice, low by up to
+        that). The model moves only as far as it must to fall within those bounds; the
+        first header, with no model yet, takes the cautious bound."""
+        known = self.limit is not None
         self.limit = limit
         if ticket is None:  # no idea what was sent since: take the header as now
             self.level, self.at = float(min(remaining, limit)), now
             return
         refilled = min(float(limit), remaining + max(0.0, now - ticket.sent_at) * self.rate)
-        self.level = refilled - (self.deducted - ticket.deducted[index])
+        told = refilled - (self.deducted - ticket.deducted[index])
+        low, high = told - unsure[0], told + unsure[1]
+        self.level = min(max(self.level_at(now), low), high) if known else low
         self.at = now
 
     def wait(self, need: float, now: float) -> float:
@@ -175,6 +191,9 @@ class Pacer:
         self.cuts = 0
         # waiters: (future, input estimate), served first come first served
         self._queue: deque[tuple[asyncio.Future[Ticket], int | None]] = deque()
+        # recent sends: when, and the cumulative deductions before each (see correct())
+        self._sent_times: list[float] = []
+        self._sent_before: list[tuple[float, float, float]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     # -- state -------------------------------------------------------------------------
@@ -244,7 +263,28 @@ class Pacer:
         self._in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         deducted = (requests.deducted, input_tokens.deducted, output_tokens.deducted)
+        self._sent_times.append(now)
+        self._sent_before.append((deducted[0] - 1.0, deducted[1] - inputs, deducted[2] - outputs))
+        if len(self._sent_times) > 4096 and now - self._sent_times[2048] > HISTORY_S:
+            del self._sent_times[:2048], self._sent_before[:2048]
         return Ticket(now, inputs, input_estimate, outputs, deducted)
+
+    def _deducted_by(self, when: float) -> tuple[float, float, float]:
+        """Cumulative deductions of the sends at or before `when` (as far as kept)."""
+        index = bisect.bisect_right(self._sent_times, when)
+        if index < len(self._sent_before):
+            return self._sent_before[index]
+        return tuple(b.deducted for b in self._budgets.values())  # type: ignore[return-value]
+
+    def _unsure(self, ticket: Ticket) -> tuple[tuple[float, float], ...]:
+        """Per budget, what was sent within REORDER_S before and after `ticket`."""
+        before = self._deducted_by(ticket.sent_at - REORDER_S)
+        after = self._deducted_by(ticket.sent_at + REORDER_S)
+        own = (1.0, ticket.input_tokens, ticket.output_tokens)
+        return tuple(
+            (max(0.0, mine - own_amount - b), max(0.0, a - mine))
+            for mine, own_amount, b, a in zip(ticket.deducted, own, before, after, strict=True)
+        )
 
     def release(self, ticket: Ticket | None = None) -> None:
         """The request is over (answered, failed or cancelled): its slot is free."""
@@ -271,11 +311,14 @@ class Pacer:
         status, the tokens the API counted (when billed) and a 429's retry-after."""
         now = self.clock()
         if limits is not None:
+            unsure = self._unsure(ticket) if ticket is not None else ((0.0, 0.0),) * 3
             for index, name in enumerate(_BUDGETS):
                 limit = getattr(limits, f"{name}_limit", None)
                 remaining = getattr(limits, f"{name}_remaining", None)
                 if limit and remaining is not None:
-                    self._budgets[name].correct(limit, remaining, ticket, index, now)
+                    self._budgets[name].correct(
+                        limit, remaining, ticket, index, now, unsure[index]
+                    )
         if output_tokens is not None:
             self._out_total += output_tokens
             self._out_count += 1

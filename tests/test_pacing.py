@@ -8,6 +8,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,17 +232,26 @@ class FakeAccount:
 
 
 def drive(account: FakeAccount, pacer: Pacer, n: int, *, latency: float,
-          input_tokens: int, output_tokens: int, estimate: int) -> float:
-    """Send n requests through the pacer as fast as it allows; returns the simulated seconds."""
+          input_tokens: int, output_tokens: int, estimate: int,
+          shuffle: random.Random | None = None) -> float:
+    """Send n requests through the pacer as fast as it allows; returns the simulated seconds.
+    With `shuffle`, requests sent at the same moment reach the API in a random order and
+    latencies vary by +/-10%, so answers come back in another order again."""
     clock = account.clock
     began = clock.t
     sent = 0
     order = itertools.count()
     answers: list[tuple[float, int, Ticket, RateLimits]] = []
     while sent < n or answers:
-        while sent < n and (ticket := pacer.try_acquire(estimate)) is not None:
+        burst = []
+        while sent + len(burst) < n and (ticket := pacer.try_acquire(estimate)) is not None:
+            burst.append(ticket)
+        if shuffle is not None:
+            shuffle.shuffle(burst)
+        for ticket in burst:
             if account.admit(input_tokens, output_tokens, min(pacer.output_reserve, 1024)):
-                heapq.heappush(answers, (clock.t + latency, next(order), ticket,
+                took = latency * (shuffle.uniform(0.9, 1.1) if shuffle else 1.0)
+                heapq.heappush(answers, (clock.t + took, next(order), ticket,
                                          account.headers()))
                 sent += 1
             else:  # a 429: answered at once, retry-after = 1 s
@@ -278,6 +288,12 @@ def test_each_budget_is_respected_at_close_to_its_rate(
     seconds = drive(api, pacer, n, latency=3.5, input_tokens=2_000, output_tokens=200,
                     estimate=2_600)
     assert api.rejected == 0, f"the {budget} bucket ran dry"
+    # the same when requests sent together reach the API in any order
+    clock = Clock()
+    shuffled = FakeAccount(clock, **account)
+    drive(shuffled, Pacer(256, start=8, output_reserve=1024, clock=clock), n, latency=3.5,
+          input_tokens=2_000, output_tokens=200, estimate=2_600, shuffle=random.Random(7))
+    assert shuffled.rejected == 0, f"the {budget} bucket ran dry (requests reordered)"
     # the first minute's bucket is a burst; after it, the refill rate is the ceiling
     burst = {"requests": 50, "input tokens": 20, "output tokens": 40}[budget]
     steady_minutes = (seconds - 3.5) / 60
