@@ -548,3 +548,18 @@ def test_enrich_in_a_real_process_never_hangs_or_tracebacks(tmp_path: Path) -> N
         assert done.returncode == 2, (name, done.stderr)
         assert "Traceback" not in done.stderr
         assert done.stderr.count("\n") == 1 and name in done.stderr, done.stderr
+
+
+def test_a_warning_is_one_line_in_a_pipe(tmp_path: Path) -> None:
+    """Rich wrapped warnings at 80 columns when stderr was a pipe (cron), splitting the
+    cp1252 warning of a file with a long path over two lines of the log."""
+    path = tmp_path / ("a-long-directory-name-" * 3) / "contacts.csv"
+    path.parent.mkdir()
+    path.write_bytes(b"Name,Email\nRen\xe9,rene@x.example\n")
+    env = {**os.environ, "INTEL_SIMULATE_TTFT": "0", "INTEL_SIMULATE_SPEED": "inf"}
+    done = subprocess.run(
+        [sys.executable, "-m", "intel_cli", "enrich", str(path), "--simulate", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [f"Warning: {path} is not UTF-8; read it as cp1252"]

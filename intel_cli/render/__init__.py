@@ -43,4 +43,6 @@ def use_consoles(out: Console | None, err: Console | None) -> None:
 
 def warn(message: str) -> None:
     """A one-line warning on stderr."""
-    stderr().print(f"Warning: {message}", markup=False, highlight=False)
+    # soft_wrap: never broken at the console width (80 columns in a pipe), so cron logs and
+    # grep see the whole warning on one line; a terminal still wraps it for display
+    stderr().print(f"Warning: {message}", markup=False, highlight=False, soft_wrap=True)
