@@ -258,7 +258,7 @@ def forecast(
             result.notes.append(f"no price is known for model {row.model}: counted as 0")
     # the main model first, then the fast one
     result.models = sorted(rows.values(), key=lambda r: (r.model != options.model, r.model))
-    result.cache_used = bool(getattr(options, "cache", True))
+    result.cache_used = options.cache
     if router.active:
         result.notes.append(
             "routed contacts are forecast on --fast-model; a second opinion on the main "
@@ -319,20 +319,25 @@ def _prefix_tokens(client: Any, model: str) -> int:
 def _cached(
     options: RunOptions, store: Store, routed: list[tuple[Contact, str]], now: datetime
 ) -> dict[str, set[str]]:
-    """Per model, the contact keys whose earlier result would be reused (SPEC 3.3)."""
-    if not getattr(options, "cache", True):
+    """Per model, the contact keys whose earlier result would be reused (SPEC 3.3). As the
+    pipeline does: results of the run's --model, and for a routed contact also those of
+    --fast-model."""
+    if not options.cache:
         return {}
-    ttl = float(getattr(options, "cache_ttl_s", 7 * 86400.0))
-    since = now - timedelta(seconds=ttl)
-    keys: dict[str, list[str]] = {}
-    for contact, model in routed:
-        if contact.key:
-            keys.setdefault(model, []).append(contact.key)
-    return {
-        model: set(
-            store.find_cached_many(
-                model_keys, prompt_version=PROMPT_VERSION, model=model, since=since
-            )
+    since = now - timedelta(seconds=options.cache_ttl_s)
+    keys = [contact.key for contact, _ in routed if contact.key]
+    found = set(
+        store.find_cached_many(keys, prompt_version=PROMPT_VERSION, model=options.model,
+                               since=since)
+    )
+    fast = [c.key for c, m in routed if c.key and c.key not in found and m != options.model]
+    if fast and options.fast_model:
+        found |= set(
+            store.find_cached_many(fast, prompt_version=PROMPT_VERSION,
+                                   model=options.fast_model, since=since)
         )
-        for model, model_keys in keys.items()
-    }
+    reused: dict[str, set[str]] = {}
+    for contact, model in routed:
+        if contact.key in found:
+            reused.setdefault(model, set()).add(contact.key)
+    return reused

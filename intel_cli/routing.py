@@ -142,6 +142,12 @@ class Router:
         route.kept = self.fast_model
         return "enriched", None, route.fallback
 
+    def keep(self, row: int, model: str | None) -> None:
+        """A routed contact reuses an earlier result (SPEC 3.3): its model is that result's."""
+        route = self._routes.get(row)
+        if route is not None and model:
+            route.kept = model
+
     def kept_model(self, row: int) -> str | None:
         """The model whose answer the contact kept (None: not routed, the run's model)."""
         route = self._routes.get(row)

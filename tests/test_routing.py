@@ -144,6 +144,26 @@ def test_routed_roles_go_to_the_fast_model_and_low_confidence_is_asked_again(
     assert written[2]["intel_attempts"] == "2"
 
 
+def test_a_second_routed_run_reuses_both_models_results(tmp_path: Path, store: Store) -> None:
+    from intel_cli.forecast import forecast
+
+    inputs = write_rows(tmp_path / "c.csv")
+    with Simulator(SimulatorConfig.instant()) as sim:
+        first = enrich(sim, store, inputs, output=str(tmp_path / "1.csv"), fast_model=FAST,
+                       route_roles=["DJ"], cache=True)
+        dry = forecast(RunOptions(inputs=[str(inputs)], model=MAIN, fast_model=FAST,
+                                  route_roles=["DJ"]), store, api_key=None, base_url=None)
+        sim.reset()
+        second = enrich(sim, store, inputs, output=str(tmp_path / "2.csv"), fast_model=FAST,
+                        route_roles=["DJ"], cache=True)
+        assert sim.billed == []
+    assert dry.cached == 5 and dry.cost(batch=False, cache=True) == 0
+    assert second.cached == 5 and second.cost == 0
+    models = [r["model"] for r in store.batch_results(first.batch_id)]
+    assert [r["model"] for r in store.batch_results(second.batch_id)] == models
+    assert models == [FAST, MAIN, MAIN, MAIN, FAST]
+
+
 def test_a_failed_second_opinion_keeps_the_fast_models_answer(
     tmp_path: Path, store: Store
 ) -> None:
