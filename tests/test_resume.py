@@ -191,6 +191,7 @@ def test_resume_sends_only_the_unfinished_and_totals_cover_both_sessions(
         second = enrich(sim, store, inputs, resume=first.batch_id, concurrency=2)
         usage, cost = billed(sim)
     assert second.batch_id == first.batch_id and second.status == "completed"
+    assert second.finished == n - 4
     assert second.error is None
     after = {address: times - before.get(address, 0) for address, times in sim.sent.items()}
     assert {a for a, t in after.items() if t} == {email(i) for i in range(4, n)}
@@ -217,6 +218,7 @@ def test_resume_of_a_completed_batch_sends_nothing_and_rewrites_the_output(
         again = enrich(sim, store, inputs, resume=first.batch_id)
     assert sum(sim.sent.values()) == 3
     assert (again.total, again.enriched, again.cost) == (3, 3, first.cost)
+    assert again.finished == 0  # contacts/s counts only what this session did
     rows = read_output(tmp_path / "c.enriched.csv")
     assert [r["intel_status"] for r in rows] == ["enriched"] * 3
 
