@@ -878,12 +878,22 @@ class _Run:
             model=self.options.model,
             since=since,
         )
+        if self.router.active:  # a routed contact's last answer may be the fast model's
+            found.update(await self.db(
+                self.store.find_cached_many,
+                [i.contact.key for i in self.pending if i.contact.key not in found
+                 and i.contact.key and self.model_for(i) != self.options.model],
+                prompt_version=PROMPT_VERSION,
+                model=self.router.fast_model,
+                since=since,
+            ))
         still: list[_Item] = []
         for item in self.pending:
             row = found.get(item.contact.key or "")
             if row is None or self.stop_reason is not None:
                 still.append(item)
                 continue
+            self.router.keep(item.contact.row_index, row.get("model"))
             await self.finish(item, "cached", intel=row.get("intel"))
         self.pending = still
 
