@@ -6,6 +6,7 @@ daily cap on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -426,3 +427,47 @@ def test_four_processes_share_a_daily_cap_on_postgres(tmp_path: Path) -> None:
         _four_processes(tmp_path, first.schema_url, lambda: PostgresStore(first.schema_url))
     finally:
         first.close()
+
+
+# --- Supabase: the same SQL functions over its REST rpc -------------------------------------------
+
+
+@pytest.mark.postgres
+def test_supabase_budget_goes_through_the_sql_functions() -> None:
+    """The rpc calls reach the 0002 functions with their named arguments (the fake PostgREST
+    of test_supabase runs each rpc on a real PostgreSQL), and their answers parse."""
+    from intel_cli.stores.supabase import SupabaseStore
+    from tests.pg import fresh_postgres_store
+    from tests.test_supabase import KEY, URL, FakeRest
+
+    url = postgres_url()
+    assert url is not None
+    pg = fresh_postgres_store(url)
+    fake = FakeRest(pg_url=pg.schema_url)
+    try:
+        with SupabaseStore(URL, KEY, transport=fake, retry=False) as store:
+            cap, expires = Decimal("1"), T0 + timedelta(minutes=5)
+            a = store.budget_reserve(DAY, Decimal("0.6"), cap, batch_id="b_s", now=T0,
+                                     expires_at=expires)
+            assert isinstance(a, int)
+            assert store.budget_reserve(DAY, Decimal("0.6"), cap, batch_id="b_s", now=T0,
+                                        expires_at=expires) is None
+            store.budget_settle(a, DAY, Decimal("0.25"), now=T0)
+            status = store.budget_status(DAY, now=T0)
+            assert (status.spent, status.reserved, status.holds) == (Decimal("0.25"), 0, 0)
+            assert store.budget_reserve(DAY, Decimal("0.6"), cap, batch_id="b_s", now=T0,
+                                        expires_at=expires) is not None
+            assert store.budget_release("b_s") == 1
+            assert store.output_history(MODEL) == (0, None)
+        paths = [r.url.path for r in fake.requests]
+        assert paths[0] == "/rest/v1/rpc/intel_budget_reserve"
+        assert "/rest/v1/rpc/intel_budget_settle" in paths
+        first = json.loads(fake.requests[0].content)
+        assert first == {
+            "p_day": "2026-12-04", "p_amount": "0.6", "p_cap": "1", "p_batch_id": "b_s",
+            "p_now": "2026-12-04T12:00:00.000000Z", "p_expires_at": "2026-12-04T12:05:00.000000Z",
+        }
+        # the day in PostgreSQL holds what the REST calls did
+        assert pg.budget_status(DAY, now=T0).spent == Decimal("0.25")
+    finally:
+        pg.close()

@@ -473,7 +473,8 @@ class SupabaseStore(Store):
                 "p_expires_at": to_text(utc(expires_at)),
             },
         )
-        return None if hold is None else int(hold)
+        # NULL (does not fit) arrives as null, or as an empty body that supabase-py reads as []
+        return int(hold) if isinstance(hold, int | str) and str(hold).strip() else None
 
     def budget_settle(self, hold_id: int, day: date, cost: Decimal, *, now: datetime) -> None:
         self._rpc(
