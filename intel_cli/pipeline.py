@@ -28,7 +28,7 @@ import secrets
 import string
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -287,7 +287,9 @@ class _Item:
     contact: Contact
     status: str | None = None  # None while unfinished
     error: str | None = None
-    intel: dict[str, Any] | None = None
+    # the intelligence as compact JSON (see the `intel` property): a dict of it is ~3x larger,
+    # and a 100,000-contact run keeps every contact's until the output is written
+    packed_intel: bytes | None = None
     attempts: int = 0  # requests sent, including one cancelled in flight
     answered: int = 0  # attempts that came back (with a measured latency)
     latency_ms: int = 0
@@ -296,6 +298,19 @@ class _Item:
     raw_usage: list[dict[str, Any]] = field(default_factory=list)
     # batch mode: the batch answer was invalid, so the realtime follow-up is the re-ask
     reask_first: bool = False
+
+    @property
+    def intel(self) -> dict[str, Any] | None:
+        if self.packed_intel is None:
+            return None
+        value: dict[str, Any] = json.loads(self.packed_intel)
+        return value
+
+    @intel.setter
+    def intel(self, value: dict[str, Any] | None) -> None:
+        self.packed_intel = None if value is None else json.dumps(
+            value, ensure_ascii=False, separators=(",", ":")
+        ).encode()
 
     def add(self, attempt: Attempt) -> None:
         self.answered += 1
@@ -738,6 +753,9 @@ class _Run:
         status, error, intel = self.router.outcome(item.contact.row_index, status, error, intel)
         item.status, item.error, item.intel = status, error, intel
         await self.db_write(self.store.record_result, self.result(item))
+        if status in ("enriched", "cached"):
+            # final and stored: the raw usage is not needed again (nor rewritten)
+            item.raw_usage = []
         # counted once committed: progress never shows a contact a crash could lose
         self.done += 1
         self.n_enriched += status in ("enriched", "cached")
@@ -1185,7 +1203,8 @@ def run(
             asyncio.run(state.main())
         finally:
             state.close()
-        results = {item.contact.row_index: state.result(item) for item in plan.items}
+        # built row by row as the output is written: all at once they would double the peak
+        results = _LazyResults(state, plan.items)
         summary = state.summary(output)
         write_output(output, source, _result_for(batch_id, results), stdout=stdout)
     return summary
@@ -1249,8 +1268,25 @@ def _anthropic_factory(
     return make
 
 
+class _LazyResults(Mapping[int, ContactResult]):
+    """row_index -> the contact's ContactResult, made when asked for."""
+
+    def __init__(self, state: _Run, items: list[_Item]) -> None:
+        self._state = state
+        self._items = {item.contact.row_index: item for item in items}
+
+    def __getitem__(self, row_index: int) -> ContactResult:
+        return self._state.result(self._items[row_index])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def _result_for(
-    batch_id: str, results: dict[int, ContactResult]
+    batch_id: str, results: Mapping[int, ContactResult]
 ) -> Callable[[Contact], ContactResult]:
     """The output row's result: its own, a duplicate's copy of the first occurrence's
     (status and intelligence, zero tokens and cost), or skipped."""
