@@ -531,7 +531,7 @@ def test_intel_simulate_serves_until_interrupted() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "intel_cli", "simulate", "--port", "0", "--ttft", "0",
-         "--speed", "inf", "--rpm", "100"],
+         "--speed", "inf", "--rpm", "100", "--batch-seconds", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
@@ -543,6 +543,9 @@ def test_intel_simulate_serves_until_interrupted() -> None:
         assert f"ANTHROPIC_BASE_URL={base_url}" in hint
         status, body = post(f"{base_url}/v1/messages", structured(prompt()), {"x-api-key": "k"})
         assert status == 200 and body["usage"]["input_tokens"] > 0
+        with anthropic.Anthropic(base_url=base_url, api_key="k", max_retries=0) as c:
+            created = c.messages.batches.create(requests=[batch_request("one", "a@x.com")])  # type: ignore[list-item]
+            assert c.messages.batches.retrieve(created.id).processing_status == "ended"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     finally:
@@ -550,7 +553,7 @@ def test_intel_simulate_serves_until_interrupted() -> None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert "Stopped. 1 requests, 1 billed" in out
+    assert "Stopped. 3 requests, 2 billed, 0 rate-limited, 1 Message Batches." in out
     assert err == ""
 
 

@@ -24,12 +24,14 @@ def _serve(
     jitter: float,
     fault_rates: dict[str, float],
     seed: int | None,
+    batch_seconds: float = 2.0,
 ) -> None:
     from intel_cli.simulator import Simulator, SimulatorConfig
 
     config = SimulatorConfig(
         ttft_s=ttft, tokens_per_s=speed, jitter=jitter, rpm=rpm, itpm=itpm, otpm=otpm,
         fault_rates={kind: rate for kind, rate in fault_rates.items() if rate > 0}, seed=seed,
+        batch_processing_s=batch_seconds,
     )
     stop = threading.Event()
 
@@ -54,7 +56,7 @@ def _serve(
         stats, billed = sim.stats, len(sim.billed)  # after stop(): every thread has finished
         typer.echo(
             f"Stopped. {stats.requests} requests, {billed} billed, "
-            f"{stats.rate_limited} rate-limited."
+            f"{stats.rate_limited} rate-limited, {stats.batches_created} Message Batches."
         )
     finally:
         for sig, handler in previous.items():
@@ -114,10 +116,14 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[
             int | None, typer.Option("--seed", help="Seed for faults and jitter.")
         ] = None,
+        batch_seconds: Annotated[
+            float, typer.Option("--batch-seconds", min=0,
+                                help="How long a Message Batch takes to end.")
+        ] = 2.0,
     ) -> None:
         _serve(
             port, rpm, itpm, otpm, ttft, speed, jitter,
             {"timeout": timeout_rate, "500": error_rate, "529": overload_rate,
              "429": rate_limit_rate, "invalid": invalid_rate},
-            seed,
+            seed, batch_seconds,
         )
