@@ -97,6 +97,22 @@ def offline_input_tokens(contact: Contact, context: RunContext) -> int:
     return math.ceil(size / 3) + 400
 
 
+def non_ascii_margin(contact: Contact) -> int:
+    """Tokens to add to a size-based estimate for the contact's non-ASCII text.
+
+    The estimates count ~3 characters per token, which holds for English and JSON but not
+    for other scripts: a CJK character or an emoji can be a token or more on its own. A
+    byte-level tokenizer never makes more tokens than UTF-8 bytes, so each non-ASCII
+    character is counted at its byte length (on top of the third already counted), which
+    keeps the reservation an upper bound for any contact data.
+    """
+    values = [contact.name, contact.email, contact.company, contact.role,
+              *contact.context.values()]
+    return sum(
+        len(ch.encode("utf-8")) for value in values if value for ch in value if ord(ch) > 127
+    )
+
+
 def usd(amount: Decimal) -> str:
     """$1.50, $0.0042: enough places to be meaningful for per-request amounts."""
     if amount >= 1:

@@ -653,6 +653,7 @@ class _Run:
             if estimate is not None
             else budgeting.offline_input_tokens(item.contact, self.context)
         )
+        tokens += budgeting.non_ascii_margin(item.contact)
         if reask:
             tokens += budgeting.REASK_EXTRA_TOKENS
         worst = budgeting.worst_case(model, tokens, self.options.max_tokens)

@@ -104,6 +104,18 @@ def test_worst_case_is_at_least_any_real_cost_of_that_request() -> None:
     assert budgeting.worst_case("no-such-model", 2000, 1024) == 0
 
 
+def test_non_ascii_contact_text_is_reserved_at_its_byte_length() -> None:
+    from intel_cli.contacts import Contact
+
+    plain = Contact(row_index=0, values={}, name="Ann", email="ann@x.example",
+                    company="KEXP", role="DJ")
+    assert budgeting.non_ascii_margin(plain) == 0
+    cjk = Contact(row_index=1, values={}, name="山田太郎", email="t@x.example", company="東京FM",
+                  role="DJ 🎧", context={"notes": "ラジオ"})
+    # 4 + 2 + 3 CJK characters at 3 bytes, one emoji at 4
+    assert budgeting.non_ascii_margin(cjk) == 9 * 3 + 4
+
+
 # --- the store's daily ledger, on every backend --------------------------------------------------
 
 
