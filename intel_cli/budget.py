@@ -34,7 +34,7 @@ import math
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -198,7 +198,7 @@ class Budget:
                 self.open.append(hold)
                 return hold
             now = self.now()
-            hold.day = now.date()
+            hold.day = now.astimezone(UTC).date()  # the UTC day, whatever clock is injected
             try:
                 hold.hold_id = await db(
                     self.store.budget_reserve,
