@@ -185,7 +185,9 @@ def test_two_concurrent_migrate_runs_apply_each_migration_once(blank_url: str) -
     for t in threads:
         t.join(30)
     try:
-        assert sorted(applied) == [[], [], SHIPPED]
+        # each migration applied by exactly one of them (with several migrations, not
+        # necessarily all by the same one: each takes the lock in its own transaction)
+        assert sorted(name for names in applied for name in names) == SHIPPED
         assert stores[0].migrations() == (SHIPPED, [])
     finally:
         for s in stores:
