@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 SECRET_ENV_VARS = (
     "ANTHROPIC_API_KEY",
@@ -43,12 +43,14 @@ def _known() -> list[str]:
     values = set(_extra)
     for name in SECRET_ENV_VARS:
         value = os.environ.get(name)
-        if value and len(value) >= 4:
-            values.add(value)
+        # stripped too: a key pasted with a newline or a space is sent (and echoed) without it
+        for candidate in (value, value.strip() if value else None):
+            if candidate and len(candidate) >= 4:
+                values.add(candidate)
     for name in URL_ENV_VARS:
         password = url_password(os.environ.get(name))
         if password:
-            values.add(password)
+            values.update(p for p in (password, unquote(password)) if len(p) >= 4)
     # longest first, so a secret that contains another is replaced whole
     return sorted(values, key=len, reverse=True)
 
@@ -80,6 +82,7 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return redact(url)
     register(parts.password)
+    register(unquote(parts.password))  # the password libpq actually sends
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

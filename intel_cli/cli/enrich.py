@@ -224,7 +224,9 @@ def enrich_command(
     # with CSV on stdout, everything else goes to stderr so the CSV stays clean
     json_file = sys.stderr if to_stdout else sys.stdout
     try:
-        api_key = SIMULATED_KEY if simulate else os.environ.get("ANTHROPIC_API_KEY")
+        # stripped: a key with a trailing newline (.env files, CI secrets) is an illegal header
+        # value, and every contact failed with a connection error instead of being enriched
+        api_key = SIMULATED_KEY if simulate else os.environ.get("ANTHROPIC_API_KEY", "").strip()
         if not api_key and not dry_run:  # a dry run without a key estimates offline
             from intel_cli.errors import ConfigError
 

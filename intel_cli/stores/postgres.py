@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from intel_cli.errors import BatchExists, StoreUnavailable, UsageError
+from intel_cli.errors import BatchExists, ConfigError, StoreUnavailable, UsageError
 from intel_cli.secrets import redact, redact_url
 from intel_cli.stores import figures
 from intel_cli.stores.base import (
@@ -218,6 +219,13 @@ class PostgresStore(Store):
         self._url = url
         self._connect_timeout = connect_timeout
         self.display_name = redact_url(url)
+        if urlsplit(url).netloc.count("@") > 1:
+            # libpq splits at the first '@': it would connect to a host named after the rest of
+            # the password, and print that host name in its error
+            raise ConfigError(
+                f"the store URL {self.display_name} has a raw '@' in its user name or "
+                "password: write it as %40"
+            )
         # one connection, used by one thread at a time (the pipeline's store thread, the CLI)
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
