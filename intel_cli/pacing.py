@@ -47,8 +47,9 @@ MARGIN_FRACTION = 0.02
 # requests sent this close together may reach the API in either order (connection set-up,
 # the network): a header's remaining is only known to within what was sent that close
 REORDER_S = 0.5
-# how long the record of recent sends is kept (longer than any request's latency)
-HISTORY_S = 300.0
+# how long the record of recent sends is kept (longer than most requests' latency; an older
+# ticket's header just gets wider bounds)
+HISTORY_S = 60.0
 _CONGESTION_STATUS = frozenset({429, 529})
 _BUDGETS = ("requests", "input_tokens", "output_tokens")
 
@@ -265,8 +266,8 @@ class Pacer:
         deducted = (requests.deducted, input_tokens.deducted, output_tokens.deducted)
         self._sent_times.append(now)
         self._sent_before.append((deducted[0] - 1.0, deducted[1] - inputs, deducted[2] - outputs))
-        if len(self._sent_times) > 4096 and now - self._sent_times[2048] > HISTORY_S:
-            del self._sent_times[:2048], self._sent_before[:2048]
+        if len(self._sent_times) > 1024 and now - self._sent_times[512] > HISTORY_S:
+            del self._sent_times[:512], self._sent_before[:512]
         return Ticket(now, inputs, input_estimate, outputs, deducted)
 
     def _deducted_by(self, when: float) -> tuple[float, float, float]:

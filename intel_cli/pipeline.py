@@ -27,6 +27,7 @@ import re
 import secrets
 import string
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -287,7 +288,7 @@ class _Item:
     contact: Contact
     status: str | None = None  # None while unfinished
     error: str | None = None
-    # the intelligence as compact JSON (see the `intel` property): a dict of it is ~3x larger,
+    # the intelligence as compressed JSON (see the `intel` property): a dict is ~5x larger,
     # and a 100,000-contact run keeps every contact's until the output is written
     packed_intel: bytes | None = None
     attempts: int = 0  # requests sent, including one cancelled in flight
@@ -303,14 +304,15 @@ class _Item:
     def intel(self) -> dict[str, Any] | None:
         if self.packed_intel is None:
             return None
-        value: dict[str, Any] = json.loads(self.packed_intel)
+        value: dict[str, Any] = json.loads(zlib.decompress(self.packed_intel))
         return value
 
     @intel.setter
     def intel(self, value: dict[str, Any] | None) -> None:
-        self.packed_intel = None if value is None else json.dumps(
-            value, ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        # zlib: ~780 bytes of JSON become ~480, for ~10 us
+        self.packed_intel = None if value is None else zlib.compress(
+            json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(), 1
+        )
 
     def add(self, attempt: Attempt) -> None:
         self.answered += 1
