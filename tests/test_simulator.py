@@ -465,6 +465,10 @@ def test_rpm_burst_gets_429_with_retry_after() -> None:
         retry_after = int(caught.value.response.headers["retry-after"])
         assert 1 <= retry_after <= 20  # 3/min refills one request every 20 s
         assert caught.value.body["error"]["type"] == "rate_limit_error"
+        # the handler counts a reply once it is written: the client may read it first
+        deadline = time.monotonic() + 5
+        while sim.stats.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
         stats = sim.stats
         assert stats.rate_limited == 1 and stats.limiter_429 == 1 and len(sim.billed) == 3
 
