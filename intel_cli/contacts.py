@@ -1077,13 +1077,17 @@ def _write(
         # re-enriching an enriched file: its old intel_* columns give way to the new ones
         input_columns = [c for c in source.columns if c not in OUTPUT_COLUMNS]
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([*input_columns, *OUTPUT_COLUMNS])
+        # csv.writer quotes a field holding \r only when \r is in its line terminator: a cell
+        # with a bare CR (old Mac line breaks in a note) would end the row early when read
+        # back. Such rows are written fully quoted instead.
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        header = [*input_columns, *OUTPUT_COLUMNS]
+        (quoted if any("\r" in c for c in header) else writer).writerow(header)
         for contact in source:
             values = contact.values
-            writer.writerow(
-                [_cell(values.get(c)) for c in input_columns]
-                + _csv_result_cells(result_for(contact))
-            )
+            cells = [_cell(values.get(c)) for c in input_columns]
+            cells += _csv_result_cells(result_for(contact))
+            (quoted if any("\r" in c for c in cells) else writer).writerow(cells)
     elif fmt == "jsonl":
         for contact in source:
             item = _json_item(contact, result_for(contact))

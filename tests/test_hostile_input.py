@@ -370,6 +370,24 @@ def test_json_object_instead_of_an_array(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_a_bare_carriage_return_in_a_cell_survives_the_output(
+    tmp_path: Path, suffix: str
+) -> None:
+    # csv.writer with "\n" line ends left a bare CR unquoted: the output row broke in two
+    rows = [["Ann\rLee", "ann@x.example", "line one\rline two\r"], ["Bob", "bob@x.example", ""]]
+    path = tmp_path / f"cr{suffix}"
+    if suffix == ".csv":
+        path.write_text(encode_rows([HEADER, *rows], ",", csv.QUOTE_MINIMAL, "\n"))
+    else:
+        path.write_text(json.dumps([dict(zip(HEADER, row, strict=True)) for row in rows]))
+    got = read_or_refuse(path)
+    assert not isinstance(got, str), got
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as f:
+        out = list(csv.reader(f))
+    assert [r[:3] for r in out[1:]] == rows
+
+
 def test_jsonl_broken_line_reports_its_number(tmp_path: Path) -> None:
     path = tmp_path / "contacts.jsonl"
     path.write_text('{"email": "a@x.example"}\n\n{"email": "b@x.example"}\n{"email": b@x}\n')
