@@ -495,12 +495,13 @@ def test_enrich_refuses_in_one_line(tmp_path: Path, name: str, data: bytes, mess
 
 
 E2E_READ: dict[str, tuple[str, bytes, list[str], int]] = {
-    "nul-late": (
+    "nul-late": (  # past the 8 KB binary probe: long notes, few contacts (each one is sent)
         "c.csv",
-        b"Name,Email\n" + b"".join(b"DJ %d,dj%d@x.example\n" % (i, i) for i in range(600))
-        + b"Late,la\x00te@x.example\n",
-        ["Late", "late@x.example"],
-        601,
+        b"Name,Email,Notes\n"
+        + b"".join(b"DJ %d,dj%d@x.example,%s\n" % (i, i, b"n" * 1000) for i in range(10))
+        + b"Late,la\x00te@x.example,a\x00b\n",
+        ["Late", "late@x.example", "ab"],
+        11,
     ),
     "invalid-utf8-mid-file": (
         "c.csv",
