@@ -52,7 +52,7 @@ _CHUNK = 1024 * 1024
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-@dataclass
+@dataclass(slots=True)  # no per-instance dict: a run holds one per unique contact
 class Contact:
     """One input row. `values` holds the row as read (column -> value), for the output."""
 

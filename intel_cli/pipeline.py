@@ -281,7 +281,7 @@ class CancelHook(Protocol):
     def disarm(self) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)  # no per-instance dict: a run holds one per contact
 class _Item:
     """One unique enrichable contact and everything its attempts cost so far."""
 
