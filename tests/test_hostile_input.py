@@ -582,3 +582,18 @@ def test_a_warning_is_one_line_in_a_pipe(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == [f"Warning: {path} is not UTF-8; read it as cp1252"]
+
+
+def test_the_bad_file_among_several_is_the_one_named(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("Name,Email\nAnn,ann@x.example\n")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"email": "bob@x.example"}\n{"email": "cy@x.example",}\n')
+    with deadline(60):
+        result = runner.invoke(
+            app, ["enrich", str(good), str(bad), "--simulate", "-o", str(tmp_path / "o.csv")]
+        )
+    assert_refused_in_one_line(result, bad)
+    assert f"{bad}: line 2: not valid JSON" in result.stderr
+    assert "good.csv" not in result.stderr
+    assert not (tmp_path / "o.csv").exists()
