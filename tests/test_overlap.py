@@ -208,11 +208,11 @@ def test_four_processes_write_one_store_at_once(
 def test_a_batch_id_already_running_is_refused(tmp_path: Path, runs: list[Run]) -> None:
     # SQLite only: on PostgreSQL the refusal is the same unique insert the race below covers
     store_url = str(tmp_path / "shared.db")
-    # the first run is slow (one request at a time, 0.1 s each) so it is still running when
-    # the second, already started and waiting on stdin, is released
+    # the first run is slow (one request at a time, 0.2 s each: over 2 s in all) so it is
+    # still running when the second, already started and waiting on stdin, is released
     first = start(
         contact_file(tmp_path, "first"), store_url, "--batch-id", "nightly",
-        ttft=0.1, concurrency=1,
+        ttft=0.2, concurrency=1,
     )
     second = start(contact_file(tmp_path, "second"), store_url, "--batch-id", "nightly")
     runs.extend([first, second])
