@@ -159,7 +159,10 @@ class Pacer:
 
     `cap`: at most this many in flight. `start`: the window before anything is known.
     `output_reserve`: output tokens the API wants free before it admits a request (its
-    `max_tokens`). `clock`: monotonic seconds (tests inject one).
+    `max_tokens`). `clock`: monotonic seconds (tests inject one). `warm_up`: send one request
+    alone before opening the window: its answer writes the prompt cache that every later
+    request then reads (requests in flight together would each pay the cache write), and a
+    rejected key or unknown model costs one request, not a window of them.
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class Pacer:
         start: int = DEFAULT_START,
         output_reserve: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        warm_up: bool = False,
     ) -> None:
         if cap < 1:
             raise ValueError("concurrency must be at least 1")
@@ -196,12 +200,15 @@ class Pacer:
         self._sent_times: list[float] = []
         self._sent_before: list[tuple[float, float, float]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._warming = warm_up  # until the first request is over
 
     # -- state -------------------------------------------------------------------------
 
     @property
     def limit(self) -> int:
         """How many requests may be in flight right now."""
+        if self._warming:
+            return 1
         return max(1, min(self.cap, math.floor(self.window)))
 
     @property
@@ -294,6 +301,7 @@ class Pacer:
                 return
             ticket.released = True
         self._in_flight -= 1
+        self._warming = False
         self._pump()
 
     def observe(

@@ -29,7 +29,7 @@ import string
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -72,6 +72,8 @@ MIN_RETRY_AFTER_S = 0.1
 LIMITER_CACHE_S = 0.5
 # Ctrl-C lets in-flight requests finish for this long, then cancels them (SPEC 4.3)
 INTERRUPT_GRACE_S = 2.0
+# skipped rows recorded per store call (one transaction each): bounded memory, few commits
+SKIPPED_CHUNK = 5000
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -288,8 +290,8 @@ class _Item:
     contact: Contact
     status: str | None = None  # None while unfinished
     error: str | None = None
-    # the intelligence as compressed JSON (see the `intel` property): a dict is ~5x larger,
-    # and a 100,000-contact run keeps every contact's until the output is written
+    # the intelligence as compressed JSON (see the `intel` property): a dict is ~5x larger.
+    # Held only until the store has it: the output pass reads it back (issue 6)
     packed_intel: bytes | None = None
     attempts: int = 0  # requests sent, including one cancelled in flight
     answered: int = 0  # attempts that came back (with a measured latency)
@@ -332,6 +334,9 @@ class _Plan:
     skipped: list[tuple[int, str]]  # (row_index, reason): small enough for big files
     duplicates: int
     rows: int
+    # first occurrence's row_index -> how many later rows repeat it: the output pass keeps a
+    # first row's result only until its last duplicate is written
+    repeats: dict[int, int] = field(default_factory=dict)
 
 
 def _ignore(_: str) -> None:
@@ -343,6 +348,7 @@ def plan_contacts(source: ContactSource) -> _Plan:
     re-reads those), and the skipped rows' reasons."""
     items: list[_Item] = []
     skipped: list[tuple[int, str]] = []
+    repeats: dict[int, int] = {}
     duplicates = rows = 0
     for contact in source:
         rows += 1
@@ -350,11 +356,12 @@ def plan_contacts(source: ContactSource) -> _Plan:
             skipped.append((contact.row_index, contact.skip_reason))
         elif contact.duplicate_of is not None:
             duplicates += 1
+            repeats[contact.duplicate_of] = repeats.get(contact.duplicate_of, 0) + 1
         elif contact.key is None:
             skipped.append((contact.row_index, "missing email"))
         else:
             items.append(_Item(replace(contact, values={})))
-    return _Plan(items, skipped, duplicates, rows)
+    return _Plan(items, skipped, duplicates, rows, repeats)
 
 
 def _no_rows_message(inputs: Sequence[str], plan: _Plan) -> str:
@@ -455,7 +462,9 @@ class _Run:
         )
         self.mode = "simulated" if options.simulate else options.mode
         self.started = monotonic()
-        self.pacer = Pacer(options.concurrency, output_reserve=options.max_tokens)
+        self.pacer = Pacer(
+            options.concurrency, output_reserve=options.max_tokens, warm_up=True
+        )
         self.budget = budgeting.Budget(
             store=store, batch_id=batch_id, max_cost=options.max_cost,
             daily=options.daily_budget, hold_ttl_s=options.timeout + budgeting.HOLD_SLACK_S,
@@ -757,8 +766,10 @@ class _Run:
         item.status, item.error, item.intel = status, error, intel
         await self.db_write(self.store.record_result, self.result(item))
         if status in ("enriched", "cached"):
-            # final and stored: the raw usage is not needed again (nor rewritten)
+            # final and stored: the raw usage is not needed again (nor rewritten), and the
+            # output pass reads the intelligence back from the store
             item.raw_usage = []
+            item.packed_intel = None
         # counted once committed: progress never shows a contact a crash could lose
         self.done += 1
         self.n_enriched += status in ("enriched", "cached")
@@ -923,10 +934,14 @@ class _Run:
         await self.open_batch()
         beat = asyncio.create_task(self.heartbeat())
         try:
-            for row_index, reason in self.plan.skipped:
+            skipped = self.plan.skipped
+            for at in range(0, len(skipped), SKIPPED_CHUNK):
                 await self.db_write(
-                    self.store.record_result,
-                    ContactResult(self.batch_id, row_index, None, "skipped", error=reason),
+                    self.store.record_results,
+                    [
+                        ContactResult(self.batch_id, row_index, None, "skipped", error=reason)
+                        for row_index, reason in skipped[at:at + SKIPPED_CHUNK]
+                    ],
                 )
             await self.use_cache()
             self.client = self.client_factory()
@@ -1206,10 +1221,8 @@ def run(
             asyncio.run(state.main())
         finally:
             state.close()
-        # built row by row as the output is written: all at once they would double the peak
-        results = _LazyResults(state, plan.items)
         summary = state.summary(output)
-        write_output(output, source, _result_for(batch_id, results), stdout=stdout)
+        write_output(output, source, _result_for(state, plan), stdout=stdout)
     return summary
 
 
@@ -1250,8 +1263,8 @@ def _restore(items: list[_Item], previous: dict[int, dict[str, Any]]) -> list[_I
                 item.latency_ms, item.answered = int(row["latency_ms"]), 1
             item.raw_usage = list(row.get("usage") or [])
             if resuming.is_final(row):
+                # its intelligence stays in the store: the output pass reads it back
                 item.status, item.error = row["status"], row.get("error")
-                item.intel = row.get("intel")
                 continue
         pending.append(item)
     return pending
@@ -1271,37 +1284,85 @@ def _anthropic_factory(
     return make
 
 
-class _LazyResults(Mapping[int, ContactResult]):
-    """row_index -> the contact's ContactResult, made when asked for."""
+class _Outcomes:
+    """The output pass's results, asked for in row order: each contact's outcome from memory
+    (status, error, what it cost) with its intelligence read back from the store a page at a
+    time, so no run holds every contact's intelligence at once (issue 6)."""
 
-    def __init__(self, state: _Run, items: list[_Item]) -> None:
+    def __init__(self, state: _Run, plan: _Plan) -> None:
         self._state = state
-        self._items = {item.contact.row_index: item for item in items}
+        self._items = iter(plan.items)  # in row order, as the output asks
+        self._item: _Item | None = next(self._items, None)
+        self._stored: Iterator[dict[str, Any]] | None = None
+        self._row: dict[str, Any] | None = None
+        self._unread: str | None = None  # why the store could not be read back
+        self._repeats = dict(plan.repeats)
+        self._firsts: dict[int, ContactResult] = {}  # kept until their last duplicate
 
-    def __getitem__(self, row_index: int) -> ContactResult:
-        return self._state.result(self._items[row_index])
+    def own(self, row_index: int) -> ContactResult | None:
+        """A first occurrence's result, None when the plan has no such contact."""
+        while self._item is not None and self._item.contact.row_index < row_index:
+            self._item = next(self._items, None)
+        item = self._item
+        if item is None or item.contact.row_index != row_index:
+            return None
+        result = self._state.result(item)
+        if result.status in ("enriched", "cached") and result.intel is None:
+            result.intel = self._stored_intel(row_index)
+            if result.intel is None and self._unread is not None:
+                result.error = self._unread
+        if self._repeats.get(row_index):
+            self._firsts[row_index] = result
+        return result
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._items)
+    def first(self, row_index: int) -> ContactResult | None:
+        """The result of the first occurrence a duplicate copies (forgotten after its last)."""
+        result = self._firsts.get(row_index)
+        left = self._repeats.get(row_index, 0) - 1
+        if left > 0:
+            self._repeats[row_index] = left
+        else:
+            self._repeats.pop(row_index, None)
+            self._firsts.pop(row_index, None)
+        return result
 
-    def __len__(self) -> int:
-        return len(self._items)
+    def _stored_intel(self, row_index: int) -> dict[str, Any] | None:
+        if self._unread is not None:
+            return None
+        try:
+            if self._stored is None:
+                self._stored = self._state.store.iter_results(self._state.batch_id)
+                self._row = next(self._stored, None)
+            while self._row is not None and int(self._row["row_index"]) < row_index:
+                self._row = next(self._stored, None)
+        except StoreUnavailable:
+            # the store went away: the status stands, the intelligence waits in the store
+            self._unread = (
+                "the intelligence is in the store but could not be read back: "
+                f"{resuming.resume_hint(self._state.options.inputs, self._state.batch_id)}"
+            )
+            return None
+        if self._row is None or int(self._row["row_index"]) != row_index:
+            return None
+        intel: dict[str, Any] | None = self._row.get("intel")
+        return intel
 
 
-def _result_for(
-    batch_id: str, results: Mapping[int, ContactResult]
-) -> Callable[[Contact], ContactResult]:
+def _result_for(state: _Run, plan: _Plan) -> Callable[[Contact], ContactResult]:
     """The output row's result: its own, a duplicate's copy of the first occurrence's
-    (status and intelligence, zero tokens and cost), or skipped."""
+    (status and intelligence, zero tokens and cost), or skipped. Asked in row order."""
+    batch_id = state.batch_id
+    outcomes = _Outcomes(state, plan)
 
     def result_for(contact: Contact) -> ContactResult:
         if contact.skip_reason:
             return ContactResult(
                 batch_id, contact.row_index, None, "skipped", error=contact.skip_reason
             )
-        first = results.get(
-            contact.duplicate_of if contact.duplicate_of is not None else contact.row_index
-        )
+        if contact.duplicate_of is None:
+            first = outcomes.own(contact.row_index)
+        else:
+            first = outcomes.first(contact.duplicate_of)
         if first is None:  # the file changed between the two passes
             return ContactResult(
                 batch_id, contact.row_index, contact.key, "failed",

@@ -429,3 +429,19 @@ def test_default_run_uses_the_headers_to_open_the_window(tmp_path: Path) -> None
         # past the start window of 8 at once (slow start alone would need 3 round trips)
         assert sim.stats.max_in_flight > 8 * 4
     assert summary.enriched == 120
+
+
+def test_warm_up_sends_one_request_alone_then_opens_the_window() -> None:
+    pacer = Pacer(16, start=8, warm_up=True, clock=Clock())
+    first = pacer.try_acquire()
+    assert first is not None
+    assert pacer.try_acquire() is None  # the first answer (and its cache write) comes first
+    pacer.release(first)
+    tickets = [pacer.try_acquire() for _ in range(8)]
+    assert all(t is not None for t in tickets)
+    assert pacer.try_acquire() is None  # the start window, no more
+
+
+def test_without_warm_up_the_start_window_opens_at_once() -> None:
+    pacer = Pacer(16, start=8, clock=Clock())
+    assert all(pacer.try_acquire() is not None for _ in range(8))
