@@ -1,8 +1,8 @@
 """The speed baseline (issue 3's closing note): N simulated contacts, about 2 s a request, no
 binding rate limit, run two ways:
 
-1. `intel enrich` with its defaults (the pipeline: 5 requests in flight, a new one as soon
-   as one finishes), into a temporary SQLite store;
+1. `intel enrich` with its defaults (the pipeline: adaptive pacing under --concurrency's cap,
+   a new request as soon as the pacer allows), into a temporary SQLite store;
 2. the original service's schedule: waves of 5 at a time with a 500 ms pause between waves
    (each wave waits for its slowest request), through the same client.
 
@@ -67,7 +67,7 @@ def pipeline_defaults(sim: Simulator, csv_path: Path, tmp: Path) -> None:
         )
         wall = time.monotonic() - began
         latencies = [r["latency_ms"] for r in store.batch_results(summary.batch_id)]
-    report("intel enrich defaults (5 in flight, refilled as each finishes)", wall,
+    report("intel enrich defaults (adaptive pacing under a cap of 256)", wall,
            summary.total, latencies, summary.usage, summary.cost, summary.enriched)
 
 
