@@ -431,3 +431,56 @@ def test_find_cached_matches_prompt_version_and_model(store: Store) -> None:
         )
         is None
     )
+
+
+# --- streaming a big batch (issue 6) ----------------------------------------------------------
+
+
+def test_record_results_writes_every_row_and_replaces_existing_ones(store: Store) -> None:
+    new_batch(store)
+    store.record_result(result(row_index=1, status="failed", intel=None, error="boom"))
+    store.record_results(
+        [result(row_index=i, status="skipped", model=None, intel=None, error="opted out",
+                usage=Usage(), cost=Decimal(0), raw_usage=None) for i in (4, 1, 0)]
+        + [result(row_index=2)]
+    )
+    rows = store.batch_results("b_1")
+    assert [(r["row_index"], r["status"], r["error"]) for r in rows] == [
+        (0, "skipped", "opted out"),
+        (1, "skipped", "opted out"),  # replaced, not duplicated
+        (2, "enriched", None),
+        (4, "skipped", "opted out"),
+    ]
+    assert rows[2]["intel"] == INTEL and rows[2]["cost"] == Decimal("0.0089123456")
+    store.record_results([])  # nothing to write is not an error
+    assert len(store.batch_results("b_1")) == 4
+
+
+def test_record_results_is_all_or_nothing(store: Store) -> None:
+    new_batch(store)
+    with pytest.raises(ValueError, match="unknown result status"):
+        store.record_results([result(row_index=0), result(row_index=1, status="bogus")])
+    assert store.batch_results("b_1") == []
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 6, 7])
+def test_iter_results_streams_the_rows_in_order_a_page_at_a_time(
+    store: Store, n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from intel_cli.stores import postgres, sqlite
+
+    # 3 rows a page: n = 6 ends on a page boundary, 7 just past one
+    monkeypatch.setattr(sqlite, "RESULTS_PAGE", 3)
+    monkeypatch.setattr(postgres, "RESULTS_PAGE", 3)
+    new_batch(store)
+    new_batch(store, "b_2")
+    indices = [i * 2 for i in range(n)]  # gaps, as skipped duplicates leave
+    store.record_results([result(row_index=i) for i in reversed(indices)])
+    store.record_results([result("b_2", row_index=i) for i in range(5)])  # another batch
+    rows = store.iter_results("b_1")
+    assert not isinstance(rows, list)  # a generator: nothing is read until asked
+    streamed = list(rows)
+    assert [r["row_index"] for r in streamed] == indices
+    assert streamed == store.batch_results("b_1")
+    assert all(r["intel"] == INTEL and r["batch_id"] == "b_1" for r in streamed)
+    assert list(store.iter_results("b_nope")) == []

@@ -746,3 +746,25 @@ def test_commands_check_migrations_over_rest_even_with_a_db_url(
     shown = f"postgresql://postgres:***@127.0.0.1:{port}/postgres"
     assert f"cannot reach the store {shown}" in unreachable.stderr
     assert "pw-9f8e7d" not in unreachable.stderr + unreachable.stdout
+
+
+def test_iter_results_pages_by_row_index_not_offset(store: SupabaseStore, fake: FakeRest) -> None:
+    def page(request: httpx.Request) -> httpx.Response:
+        after = int(request.url.params["row_index"].removeprefix("gt."))
+        limit = int(request.url.params["limit"])
+        rows = [
+            {"row_index": i, "cost": "0.0000000001", "created_at": "2026-03-01T12:00:00+00:00"}
+            for i in range(after + 1, min(after + 1 + limit, 1003))
+        ]
+        return httpx.Response(200, json=rows)
+
+    fake.reply("GET", "/intel_results", page)
+    rows = store.iter_results("b_1")
+    assert fake.requests == []  # nothing is fetched until the rows are asked for
+    assert [r["row_index"] for r in rows] == list(range(1003))
+    assert [params(r) for r in fake.requests] == [
+        [("select", "*"), ("batch_id", "eq.b_1"), ("row_index", "gt.-1"),
+         ("order", "row_index.asc"), ("offset", "0"), ("limit", "1000")],
+        [("select", "*"), ("batch_id", "eq.b_1"), ("row_index", "gt.999"),
+         ("order", "row_index.asc"), ("offset", "0"), ("limit", "1000")],
+    ]

@@ -8,7 +8,7 @@ definitions of SPEC 2.3 are computed by the database on every backend.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -232,6 +232,19 @@ class Store(ABC):
     def output_history(self, model: str, *, limit: int = 1000) -> tuple[int, Decimal | None]:
         """(n, mean output tokens) of the newest `limit` single-attempt enriched results of
         `model`; (0, None) without history. What --dry-run expects a request to generate."""
+
+    # --- streaming a big batch (issue 6: flat memory as the input grows) ---------------
+    def record_results(self, results: Sequence[ContactResult]) -> None:
+        """`record_result` for many rows. Backends override this with one transaction, so a
+        file's skipped rows cost one commit, not one each."""
+        for result in results:
+            self.record_result(result)
+
+    def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        """The rows of `batch_results`, in row_index order, read a page at a time so a
+        100,000-contact batch is never all in memory. Backends override this with keyset
+        pages; this default reads them all at once."""
+        yield from self.batch_results(batch_id)
 
     # --- lifecycle --------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - backends without resources need not override

@@ -212,6 +212,61 @@ def not_migrated_message(display_name: str) -> str:
     )
 
 
+# a resumed or adaptive retry replaces the contact's row, never duplicates it
+_UPSERT_RESULT = """
+    INSERT INTO intel_results
+        (batch_id, row_index, contact_key, status, model, input_tokens,
+         output_tokens, cache_read_tokens, cache_write_tokens, cost, latency_ms,
+         attempts, error, intel, usage, prompt_version, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+            %s::jsonb, %s::jsonb, %s, %s)
+    ON CONFLICT (batch_id, row_index) DO UPDATE SET
+        contact_key = excluded.contact_key,
+        status = excluded.status,
+        model = excluded.model,
+        input_tokens = excluded.input_tokens,
+        output_tokens = excluded.output_tokens,
+        cache_read_tokens = excluded.cache_read_tokens,
+        cache_write_tokens = excluded.cache_write_tokens,
+        cost = excluded.cost,
+        latency_ms = excluded.latency_ms,
+        attempts = excluded.attempts,
+        error = excluded.error,
+        intel = excluded.intel,
+        usage = excluded.usage,
+        prompt_version = excluded.prompt_version,
+        created_at = excluded.created_at
+"""
+
+RESULTS_PAGE = 1000  # rows per query when streaming a batch's results (iter_results)
+
+
+def _result_params(result: ContactResult) -> tuple[Any, ...]:
+    if result.status not in RESULT_STATUSES:
+        raise ValueError(f"unknown result status {result.status!r}")
+    created_at = utc(result.created_at) if result.created_at else datetime.now(UTC)
+    u = result.usage
+    return (
+        result.batch_id,
+        result.row_index,
+        result.contact_key,
+        result.status,
+        result.model,
+        u.input,
+        u.output,
+        u.cache_read,
+        u.cache_write,
+        figures.quantise_money(result.cost),
+        result.latency_ms,
+        result.attempts,
+        redact(result.error) if result.error else None,
+        to_json(result.intel),
+        to_json(result.raw_usage),
+        result.prompt_version,
+        created_at,
+    )
+
+
 class PostgresStore(Store):
     """A store in a PostgreSQL database reached with a `postgresql://` URL."""
 
@@ -328,56 +383,15 @@ class PostgresStore(Store):
             )
 
     def record_result(self, result: ContactResult) -> None:
-        if result.status not in RESULT_STATUSES:
-            raise ValueError(f"unknown result status {result.status!r}")
-        created_at = utc(result.created_at) if result.created_at else datetime.now(UTC)
-        u = result.usage
         with self._cursor() as cur:
-            cur.execute(
-                """
-                INSERT INTO intel_results
-                    (batch_id, row_index, contact_key, status, model, input_tokens,
-                     output_tokens, cache_read_tokens, cache_write_tokens, cost, latency_ms,
-                     attempts, error, intel, usage, prompt_version, created_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                        %s::jsonb, %s::jsonb, %s, %s)
-                ON CONFLICT (batch_id, row_index) DO UPDATE SET
-                    contact_key = excluded.contact_key,
-                    status = excluded.status,
-                    model = excluded.model,
-                    input_tokens = excluded.input_tokens,
-                    output_tokens = excluded.output_tokens,
-                    cache_read_tokens = excluded.cache_read_tokens,
-                    cache_write_tokens = excluded.cache_write_tokens,
-                    cost = excluded.cost,
-                    latency_ms = excluded.latency_ms,
-                    attempts = excluded.attempts,
-                    error = excluded.error,
-                    intel = excluded.intel,
-                    usage = excluded.usage,
-                    prompt_version = excluded.prompt_version,
-                    created_at = excluded.created_at
-                """,
-                (
-                    result.batch_id,
-                    result.row_index,
-                    result.contact_key,
-                    result.status,
-                    result.model,
-                    u.input,
-                    u.output,
-                    u.cache_read,
-                    u.cache_write,
-                    figures.quantise_money(result.cost),
-                    result.latency_ms,
-                    result.attempts,
-                    redact(result.error) if result.error else None,
-                    to_json(result.intel),
-                    to_json(result.raw_usage),
-                    result.prompt_version,
-                    created_at,
-                ),
-            )
+            cur.execute(_UPSERT_RESULT, _result_params(result))
+
+    def record_results(self, results: Sequence[ContactResult]) -> None:
+        if not results:
+            return
+        params = [_result_params(result) for result in results]
+        with self._cursor() as cur, cur.connection.transaction():  # one commit for them all
+            cur.executemany(_UPSERT_RESULT, params)
 
     def finalise_batch(self, batch_id: str, totals: BatchTotals, *, now: datetime) -> None:
         if totals.status not in BATCH_STATUSES:
@@ -431,6 +445,24 @@ class PostgresStore(Store):
             )
             rows = cur.fetchall()
         return [result_row(r) for r in rows]
+
+    def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        # keyset pages, not a server-side cursor: transaction poolers (Supabase's port 6543,
+        # pgbouncer) do not keep one open between statements
+        after = -1
+        while True:
+            with self._cursor() as cur:
+                cur.execute(
+                    "SELECT * FROM intel_results WHERE batch_id = %s AND row_index > %s"
+                    " ORDER BY row_index LIMIT %s",
+                    (batch_id, after, RESULTS_PAGE),
+                )
+                rows = cur.fetchall()
+            for row in rows:
+                yield result_row(row)
+            if len(rows) < RESULTS_PAGE:
+                return
+            after = int(rows[-1]["row_index"])
 
     # --- metrics: computed by the database functions ----------------------------------------
     def metrics(self, since: datetime, until: datetime, recent: int = 10) -> dict[str, Any]:

@@ -58,6 +58,53 @@ CREATE TABLE IF NOT EXISTS intel_schema_migrations (
 """
 
 
+# a resumed or adaptive retry replaces the contact's row, never duplicates it
+_UPSERT_RESULT = """
+    INSERT INTO intel_results (
+        batch_id, row_index, contact_key, status, model, input_tokens,
+        output_tokens, cache_read_tokens, cache_write_tokens, cost, latency_ms,
+        attempts, error, intel, usage, prompt_version, created_at
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (batch_id, row_index) DO UPDATE SET
+        contact_key = excluded.contact_key, status = excluded.status,
+        model = excluded.model, input_tokens = excluded.input_tokens,
+        output_tokens = excluded.output_tokens,
+        cache_read_tokens = excluded.cache_read_tokens,
+        cache_write_tokens = excluded.cache_write_tokens, cost = excluded.cost,
+        latency_ms = excluded.latency_ms, attempts = excluded.attempts,
+        error = excluded.error, intel = excluded.intel, usage = excluded.usage,
+        prompt_version = excluded.prompt_version, created_at = excluded.created_at
+"""
+
+RESULTS_PAGE = 1000  # rows per query when streaming a batch's results (iter_results)
+
+
+def _result_params(result: ContactResult) -> tuple[Any, ...]:
+    if result.status not in RESULT_STATUSES:
+        raise ValueError(f"unknown result status {result.status!r}")
+    created_at = result.created_at or now_utc()
+    usage = result.usage
+    return (
+        result.batch_id,
+        result.row_index,
+        result.contact_key,
+        result.status,
+        result.model,
+        usage.input,
+        usage.output,
+        usage.cache_read,
+        usage.cache_write,
+        _money(result.cost),
+        result.latency_ms,
+        result.attempts,
+        None if result.error is None else redact(result.error),
+        None if result.intel is None else _json(result.intel),
+        None if result.raw_usage is None else _json(result.raw_usage),
+        result.prompt_version,
+        to_text(created_at),
+    )
+
+
 class SQLiteStore(Store):
     """A store in one SQLite file. Safe to call from a thread other than the creating one."""
 
@@ -179,49 +226,15 @@ class SQLiteStore(Store):
             ) from exc
 
     def record_result(self, result: ContactResult) -> None:
-        if result.status not in RESULT_STATUSES:
-            raise ValueError(f"unknown result status {result.status!r}")
-        created_at = result.created_at or now_utc()
-        usage = result.usage
         with self._write() as conn:
-            # a resumed or adaptive retry replaces the contact's row, never duplicates it
-            conn.execute(
-                """
-                INSERT INTO intel_results (
-                    batch_id, row_index, contact_key, status, model, input_tokens,
-                    output_tokens, cache_read_tokens, cache_write_tokens, cost, latency_ms,
-                    attempts, error, intel, usage, prompt_version, created_at
-                ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (batch_id, row_index) DO UPDATE SET
-                    contact_key = excluded.contact_key, status = excluded.status,
-                    model = excluded.model, input_tokens = excluded.input_tokens,
-                    output_tokens = excluded.output_tokens,
-                    cache_read_tokens = excluded.cache_read_tokens,
-                    cache_write_tokens = excluded.cache_write_tokens, cost = excluded.cost,
-                    latency_ms = excluded.latency_ms, attempts = excluded.attempts,
-                    error = excluded.error, intel = excluded.intel, usage = excluded.usage,
-                    prompt_version = excluded.prompt_version, created_at = excluded.created_at
-                """,
-                (
-                    result.batch_id,
-                    result.row_index,
-                    result.contact_key,
-                    result.status,
-                    result.model,
-                    usage.input,
-                    usage.output,
-                    usage.cache_read,
-                    usage.cache_write,
-                    _money(result.cost),
-                    result.latency_ms,
-                    result.attempts,
-                    None if result.error is None else redact(result.error),
-                    None if result.intel is None else _json(result.intel),
-                    None if result.raw_usage is None else _json(result.raw_usage),
-                    result.prompt_version,
-                    to_text(created_at),
-                ),
-            )
+            conn.execute(_UPSERT_RESULT, _result_params(result))
+
+    def record_results(self, results: Sequence[ContactResult]) -> None:
+        if not results:
+            return
+        params = [_result_params(result) for result in results]
+        with self._write() as conn:  # one transaction, one commit
+            conn.executemany(_UPSERT_RESULT, params)
 
     def finalise_batch(self, batch_id: str, totals: BatchTotals, *, now: datetime) -> None:
         if totals.status not in BATCH_STATUSES:
@@ -286,6 +299,22 @@ class SQLiteStore(Store):
             (batch_id,),
         )
         return [_result_row(row) for row in rows]
+
+    def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        # keyset pages, not one open cursor: no lock or read transaction is held between
+        # pages, so the caller may take its time with each row
+        after = -1
+        while True:
+            rows = self._query(
+                f"SELECT *, {_COST_UNITS} AS cost_units FROM intel_results"
+                " WHERE batch_id = ? AND row_index > ? ORDER BY row_index LIMIT ?",
+                (batch_id, after, RESULTS_PAGE),
+            )
+            for row in rows:
+                yield _result_row(row)
+            if len(rows) < RESULTS_PAGE:
+                return
+            after = int(rows[-1]["row_index"])
 
     # --- metrics (SPEC 2.3) -------------------------------------------------------------
     def metrics(self, since: datetime, until: datetime, recent: int = 10) -> dict[str, Any]:

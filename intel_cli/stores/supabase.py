@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -313,6 +314,25 @@ class SupabaseStore(Store):
             out.extend(result_row(r) for r in rows)
             if len(rows) < PAGE:
                 return out
+
+    def iter_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
+        # keyset pages (row_index > the last seen): a page at a time, never the whole batch
+        after = -1
+        while True:
+            query = (
+                self._table("intel_results")
+                .select("*")
+                .eq("batch_id", batch_id)
+                .gt("row_index", after)
+                .order("row_index")
+                .range(0, PAGE - 1)
+            )
+            rows = self._execute(query)
+            for row in rows:
+                yield result_row(row)
+            if len(rows) < PAGE:
+                return
+            after = int(rows[-1]["row_index"])
 
     # --- metrics: the database functions, over rpc ---------------------------------------------
     def metrics(self, since: datetime, until: datetime, recent: int = 10) -> dict[str, Any]:
