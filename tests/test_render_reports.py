@@ -129,6 +129,7 @@ def test_metrics_by_day_and_by_model(out: io.StringIO) -> None:
     text = out.getvalue()
     day_table = text[text.index("Per day") :]
     assert "2025-11-11" in day_table and "2025-11-12" in day_table
+    assert "T00:00:00Z" not in day_table  # a day is a date, not a moment
     assert "$0.0200" in day_table and "50.00%" in day_table
     model_table = text[text.index("Per model") : text.index("Per day")]
     assert "1,900" in model_table and "400,000" in model_table and "$6.5000" in model_table

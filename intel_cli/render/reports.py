@@ -320,7 +320,7 @@ def _by_day_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     for row in rows:
         _add_row(
             table,
-            when(row.get("day")),
+            str(row.get("day") or "-"),  # a UTC date, not a moment: no time of day
             count(row.get("batches")),
             count(row.get("contacts")),
             count(row.get("enriched")),
