@@ -400,7 +400,7 @@ def _account(run: Any, item: Any, attempt: Attempt) -> None:
     item.usage += attempt.usage
     item.cost += attempt.cost
     if attempt.raw_usage is not None:
-        item.raw_usage.append(attempt.raw_usage)
+        item.raw_usage = [*item.raw_usage, attempt.raw_usage]
     run.router.record(item.contact.row_index, attempt.model, attempt.usage, attempt.cost)
     run.spent += attempt.cost
     if not attempt.priced and not run.unpriced:

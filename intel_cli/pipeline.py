@@ -26,6 +26,7 @@ import random
 import re
 import secrets
 import string
+import sys
 import time
 import zlib
 from collections import deque
@@ -283,6 +284,11 @@ class CancelHook(Protocol):
     def disarm(self) -> None: ...
 
 
+_NO_USAGE = Usage()
+_ZERO = Decimal(0)
+_NO_VALUES: dict[str, Any] = {}
+
+
 @dataclass(slots=True)  # no per-instance dict: a run holds one per contact
 class _Item:
     """One unique enrichable contact and everything its attempts cost so far."""
@@ -296,9 +302,11 @@ class _Item:
     attempts: int = 0  # requests sent, including one cancelled in flight
     answered: int = 0  # attempts that came back (with a measured latency)
     latency_ms: int = 0
-    usage: Usage = field(default_factory=Usage)
-    cost: Decimal = Decimal(0)
-    raw_usage: list[dict[str, Any]] = field(default_factory=list)
+    # immutable defaults, shared by every item until its first billed attempt: a fresh
+    # Usage, Decimal and list each were ~200 bytes a contact (issue 6)
+    usage: Usage = _NO_USAGE
+    cost: Decimal = _ZERO
+    raw_usage: Sequence[dict[str, Any]] = ()
     # batch mode: the batch answer was invalid, so the realtime follow-up is the re-ask
     reask_first: bool = False
 
@@ -323,7 +331,7 @@ class _Item:
             self.usage += attempt.usage
             self.cost += attempt.cost
             if attempt.raw_usage is not None:
-                self.raw_usage.append(attempt.raw_usage)
+                self.raw_usage = [*self.raw_usage, attempt.raw_usage]
 
 
 @dataclass
@@ -343,6 +351,21 @@ def _ignore(_: str) -> None:
     return None
 
 
+def _slim(contact: Contact) -> Contact:
+    """The contact as the run keeps it until the output pass: without its raw row (that pass
+    re-reads it) and sharing what repeats. Every byte here is paid once per contact."""
+    key = contact.key
+    if key is not None and key == contact.email:
+        key = contact.email  # a lower-case address is its own key: one string, not two
+    return replace(
+        contact,
+        values=_NO_VALUES,  # one shared, never written empty dict (a fresh one is 64 bytes)
+        context=contact.context or _NO_VALUES,
+        role=None if contact.role is None else sys.intern(contact.role),  # "Producer", "DJ"
+        key=key,
+    )
+
+
 def plan_contacts(source: ContactSource) -> _Plan:
     """Collect the unique enrichable contacts, without their raw rows (the output pass
     re-reads those), and the skipped rows' reasons."""
@@ -360,7 +383,7 @@ def plan_contacts(source: ContactSource) -> _Plan:
         elif contact.key is None:
             skipped.append((contact.row_index, "missing email"))
         else:
-            items.append(_Item(replace(contact, values={})))
+            items.append(_Item(_slim(contact)))
     return _Plan(items, skipped, duplicates, rows, repeats)
 
 
@@ -768,7 +791,7 @@ class _Run:
         if status in ("enriched", "cached"):
             # final and stored: the raw usage is not needed again (nor rewritten), and the
             # output pass reads the intelligence back from the store
-            item.raw_usage = []
+            item.raw_usage = ()
             item.packed_intel = None
         # counted once committed: progress never shows a contact a crash could lose
         self.done += 1
