@@ -1264,7 +1264,11 @@ def _resumed_batch(
     options.model = batch.get("model_used") or options.model
     if options.output is None and isinstance(stored.get("output"), str):
         options.output = stored["output"]
-    return {int(row["row_index"]): row for row in store.batch_results(options.resume)}
+    previous: dict[int, dict[str, Any]] = {}
+    for row in store.iter_results(options.resume):
+        row.pop("intel", None)  # the output pass reads it back: not held for the whole run
+        previous[int(row["row_index"])] = row
+    return previous
 
 
 def _restore(items: list[_Item], previous: dict[int, dict[str, Any]]) -> list[_Item]:
