@@ -1126,6 +1126,7 @@ class _Run:
         )
 
     def error(self) -> IntelError | None:
+        hint = resuming.resume_hint(self.options.inputs, self.batch_id)
         if self.stop_reason == "rate_limited":
             state = self.limiter_seen
             until = format_utc(state.blocked_until) if state and state.blocked_until else "?"
@@ -1133,11 +1134,10 @@ class _Run:
             return RateLimitedError(
                 f"rate limited until {until} (set by {set_by}), beyond --max-wait "
                 f"{self.options.max_wait:g} s: progress saved in batch {self.batch_id}; "
-                "rerun later"
+                f"after that time, {hint}"
             )
         if self.stop_reason == "aborted":
             return ConfigError(self.abort_cause or "the run was aborted")
-        hint = resuming.resume_hint(self.options.inputs, self.batch_id)
         if self.stop_reason == "store" and self.store_error is not None:
             return StoreUnavailable(
                 f"{self.store_error}; the output has every contact, results committed so far "
