@@ -83,6 +83,15 @@ def test_a_signal_stops_the_run_within_the_grace_and_resume_finishes_it(
     assert batch is not None and batch["status"] == "completed" and batch["enriched"] == 5
 
 
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (Linux /proc)."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
 def test_a_signal_before_anything_is_sent_stops_at_once(tmp_path: Path) -> None:
     """SIGTERM while the input is still being read: nothing to save, exit 143, one line."""
     path = tmp_path / "big.csv"
@@ -91,7 +100,11 @@ def test_a_signal_before_anything_is_sent_stops_at_once(tmp_path: Path) -> None:
         for i in range(300_000):
             f.write(f"DJ {i},dj{i}@fm.example,FM\n")
     child = start(path, tmp_path / "store.db", "30")
-    time.sleep(0.8)  # reading 300,000 rows takes longer than this
+    # the handlers are armed before the input is opened: signal once the child reads it (a
+    # fixed sleep could land during interpreter start-up on a loaded machine)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and child.poll() is None and not _has_open(child.pid, path):
+        time.sleep(0.01)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=20)
     if child.returncode == ExitCode.TERMINATED and "nothing to resume" not in stderr:
