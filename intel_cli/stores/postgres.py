@@ -33,7 +33,7 @@ from intel_cli.stores.base import (
     Migration,
     Store,
 )
-from intel_cli.timefmt import to_text
+from intel_cli.stores.jsonvalues import to_json
 
 if TYPE_CHECKING:
     import psycopg
@@ -129,29 +129,6 @@ def _utc_or_none(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return utc(value)
-
-
-def to_json(value: Any) -> str | None:
-    """JSON text for a jsonb column, every string redacted (SPEC 5); Decimals as strings and
-    datetimes as UTC text, exactly as the SQLite store writes them."""
-    if value is None:
-        return None
-    return json.dumps(redacted(value), ensure_ascii=False, default=str)
-
-
-def redacted(value: Any) -> Any:
-    """`value` made JSON-ready for storage: strings redacted, Decimals and datetimes as text."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {str(k): redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redacted(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return to_text(value)
-    return value
 
 
 def limiter_state(row: dict[str, Any] | None) -> LimiterState | None:

@@ -37,6 +37,7 @@ from intel_cli.stores.base import (
     Migration,
     Store,
 )
+from intel_cli.stores.jsonvalues import to_json
 from intel_cli.stores.migrations import load_migrations
 from intel_cli.timefmt import from_text, now_utc, to_text
 
@@ -98,8 +99,8 @@ def _result_params(result: ContactResult) -> tuple[Any, ...]:
         result.latency_ms,
         result.attempts,
         None if result.error is None else redact(result.error),
-        None if result.intel is None else _json(result.intel),
-        None if result.raw_usage is None else _json(result.raw_usage),
+        None if result.intel is None else to_json(result.intel),
+        None if result.raw_usage is None else to_json(result.raw_usage),
         result.prompt_version,
         to_text(created_at),
     )
@@ -215,7 +216,7 @@ class SQLiteStore(Store):
                 conn.execute(
                     "INSERT INTO intel_logs (created_at, batch_id, total, skipped, model_used,"
                     " mode, status, metadata) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
-                    (to_text(now), batch_id, total, skipped, model_used, mode, _json(metadata)),
+                    (to_text(now), batch_id, total, skipped, model_used, mode, to_json(metadata)),
                 )
         except sqlite3.IntegrityError as exc:
             if "intel_logs.batch_id" not in str(exc):
@@ -273,7 +274,7 @@ class SQLiteStore(Store):
                     usage.cache_write,
                     totals.status,
                     to_text(now),
-                    _json(metadata),
+                    to_json(metadata),
                     batch_id,
                 ),
             )
@@ -533,13 +534,13 @@ class SQLiteStore(Store):
             if status is None:
                 conn.execute(
                     "UPDATE intel_logs SET metadata = ? WHERE batch_id = ?",
-                    (_json(merged), batch_id),
+                    (to_json(merged), batch_id),
                 )
             else:
                 conn.execute(
                     "UPDATE intel_logs SET metadata = ?, status = ?, finished_at = CASE"
                     " WHEN ? = 'running' THEN NULL ELSE finished_at END WHERE batch_id = ?",
-                    (_json(merged), status, status, batch_id),
+                    (to_json(merged), status, status, batch_id),
                 )
 
     # --- migrations (SPEC 2.5) ------------------------------------------------------------
@@ -711,25 +712,6 @@ def _has_code(sql: str) -> bool:
     """Whether `sql` holds more than whitespace, comments and semicolons (a `--` or `/*`
     inside a string literal can only make this answer yes, which is harmless)."""
     return bool(_COMMENTS.sub("", sql).replace(";", "").strip())
-
-
-def _json(value: Any) -> str:
-    """JSON text for a column, with every secret-looking string redacted (SPEC 5)."""
-    return json.dumps(_redacted(value), ensure_ascii=False, default=str)
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {str(k): _redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return to_text(value)
-    return value
 
 
 def _money(amount: Decimal) -> float:

@@ -36,6 +36,7 @@ from intel_cli.stores.base import (
     Migration,
     Store,
 )
+from intel_cli.stores.jsonvalues import redacted
 from intel_cli.stores.postgres import (
     MODES,
     PostgresStore,
@@ -47,7 +48,6 @@ from intel_cli.stores.postgres import (
     limiter_state,
     load_postgres_migrations,
     output_history,
-    redacted,
     result_row,
     utc,
 )
