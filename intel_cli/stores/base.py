@@ -18,6 +18,7 @@ from intel_cli.usage import Usage
 
 LIMITER_NAME = "anthropic"
 
+BATCH_MODES = ("realtime", "batch", "simulated")
 BATCH_STATUSES = ("running", "completed", "interrupted", "rate_limited", "over_budget", "failed")
 RESULT_STATUSES = (
     "enriched",

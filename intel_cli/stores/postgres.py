@@ -23,6 +23,7 @@ from intel_cli.errors import BatchExists, ConfigError, StoreUnavailable, UsageEr
 from intel_cli.secrets import redact, redact_url
 from intel_cli.stores import figures
 from intel_cli.stores.base import (
+    BATCH_MODES,
     BATCH_STATUSES,
     LIMITER_NAME,
     RESULT_STATUSES,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     import psycopg
 
 BACKEND = "postgres"
-MODES = ("realtime", "batch", "simulated")
 
 # Key order of the metrics dict, as the SQLite store builds it (jsonb sorts keys its own way).
 SUMMARY_KEYS = (
@@ -339,7 +339,7 @@ class PostgresStore(Store):
         skipped: int = 0,
         now: datetime,
     ) -> None:
-        if mode not in MODES:
+        if mode not in BATCH_MODES:
             raise ValueError(f"unknown batch mode {mode!r}")
         with self._cursor() as cur:
             cur.execute(

@@ -27,6 +27,7 @@ from intel_cli.errors import BatchExists, StoreUnavailable, UsageError
 from intel_cli.secrets import redact
 from intel_cli.stores import figures
 from intel_cli.stores.base import (
+    BATCH_MODES,
     BATCH_STATUSES,
     LIMITER_NAME,
     RESULT_STATUSES,
@@ -43,7 +44,6 @@ from intel_cli.timefmt import from_text, now_utc, to_text
 
 BACKEND = "sqlite"
 BUSY_TIMEOUT_MS = 15_000
-MODES = ("realtime", "batch", "simulated")
 
 # exact money: integer units of 1e-10 USD, summed without float error
 _UNITS = "CAST(ROUND({col} * 1e10) AS INTEGER)"
@@ -209,7 +209,7 @@ class SQLiteStore(Store):
         skipped: int = 0,
         now: datetime,
     ) -> None:
-        if mode not in MODES:
+        if mode not in BATCH_MODES:
             raise ValueError(f"unknown batch mode {mode!r}")
         try:
             with self._write() as conn:

@@ -26,6 +26,7 @@ from intel_cli.errors import BatchExists, ConfigError, StoreUnavailable, UsageEr
 from intel_cli.secrets import redact, register
 from intel_cli.stores import figures
 from intel_cli.stores.base import (
+    BATCH_MODES,
     BATCH_STATUSES,
     LIMITER_NAME,
     RESULT_STATUSES,
@@ -38,7 +39,6 @@ from intel_cli.stores.base import (
 )
 from intel_cli.stores.jsonvalues import redacted
 from intel_cli.stores.postgres import (
-    MODES,
     PostgresStore,
     batch_row,
     budget_day,
@@ -209,7 +209,7 @@ class SupabaseStore(Store):
         skipped: int = 0,
         now: datetime,
     ) -> None:
-        if mode not in MODES:
+        if mode not in BATCH_MODES:
             raise ValueError(f"unknown batch mode {mode!r}")
         row = {
             "created_at": to_text(utc(now)),
